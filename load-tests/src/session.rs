@@ -1,0 +1,252 @@
+//! One simulated technician: connects from a chosen loopback address, configures the
+//! session, then idles, talks on a duty cycle, or asks once at the burst instant.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::{Scenario, Speech};
+
+pub struct Plan {
+    pub url: String,
+    pub token: String,
+    pub source: Ipv4Addr,
+    pub pipeline: String,
+    pub scenario: Scenario,
+    pub speech: Arc<Speech>,
+    pub hold_until: Instant,
+    pub burst_at: Instant,
+    pub interval: Duration,
+    pub first_question_offset: Duration,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ServerTimings {
+    pub stt_ms: Option<f64>,
+    pub retrieval_ms: Option<f64>,
+    pub llm_first_token_ms: Option<f64>,
+    pub tts_first_audio_ms: Option<f64>,
+    pub voice_to_voice_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Turn {
+    /// Last speech frame sent → first answer audio frame received.
+    pub client_v2v_ms: f64,
+    pub server: ServerTimings,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionOutcome {
+    pub connected: bool,
+    pub connect_ms: f64,
+    pub connect_error: Option<String>,
+    /// Why the session ended before its time, if it did.
+    pub dropped: Option<String>,
+    pub turns: Vec<Turn>,
+    pub failed_turns: Vec<String>,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+const FRAME_MS: u64 = 20;
+const TURN_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub async fn run(plan: Plan) -> SessionOutcome {
+    let mut outcome = SessionOutcome::default();
+    let started = Instant::now();
+    let mut ws = match connect(&plan).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            outcome.connect_error = Some(e);
+            return outcome;
+        }
+    };
+    outcome.connected = true;
+    outcome.connect_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let result = match plan.scenario {
+        Scenario::Idle => idle(&mut ws, &plan).await,
+        Scenario::Talk => talk(&mut ws, &plan, &mut outcome).await,
+        Scenario::Burst => {
+            tokio::time::sleep_until(plan.burst_at.into()).await;
+            match ask(&mut ws, &plan.speech).await {
+                Ok(t) => outcome.turns.push(t),
+                Err(e) => outcome.failed_turns.push(e),
+            }
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        outcome.dropped = Some(e);
+    }
+    let _ = ws.close(None).await;
+    outcome
+}
+
+async fn connect(plan: &Plan) -> Result<Ws, String> {
+    let mut req = plan.url.as_str().into_client_request().map_err(|e| e.to_string())?;
+    let host = req.uri().host().unwrap_or("127.0.0.1").to_string();
+    let port = req.uri().port_u16().unwrap_or(80);
+    let server: SocketAddr = format!("{}:{port}", if host == "localhost" { "127.0.0.1" } else { &host })
+        .parse()
+        .map_err(|e| format!("bad address: {e}"))?;
+    req.headers_mut().insert("authorization", format!("Bearer {}", plan.token).parse().map_err(|_| "bad token")?);
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket.bind(SocketAddr::new(plan.source.into(), 0)).map_err(|e| format!("bind {}: {e}", plan.source))?;
+    let stream = socket.connect(server).await.map_err(|e| format!("connect: {e}"))?;
+    // Small buffers: the generator holds as many sockets as the server.
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    expect(&mut ws, "session.created").await?;
+    let update = json!({"type": "session.update", "session": {
+        "input_audio_format": "pcm16", "input_sample_rate": 16000, "output_sample_rate": 16000, "pipeline": plan.pipeline}});
+    ws.send(Message::text(update.to_string())).await.map_err(|e| e.to_string())?;
+    expect(&mut ws, "session.updated").await?;
+    Ok(ws)
+}
+
+async fn expect(ws: &mut Ws, kind: &str) -> Result<Value, String> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .map_err(|_| format!("no {kind} within 30 s"))?
+            .ok_or("closed")?
+            .map_err(|e| e.to_string())?;
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
+            if v["type"] == kind {
+                return Ok(v);
+            }
+            if v["type"] == "error" {
+                return Err(format!("error event: {}", v["error"]));
+            }
+        }
+    }
+}
+
+async fn idle(ws: &mut Ws, plan: &Plan) -> Result<(), String> {
+    let mut keepalive = tokio::time::interval(Duration::from_secs(25));
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(plan.hold_until.into()) => return Ok(()),
+            _ = keepalive.tick() => {
+                ws.send(Message::text(r#"{"type":"ping"}"#)).await.map_err(|e| format!("send: {e}"))?;
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Close(f))) => return Err(format!("server closed: {f:?}")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("connection ended".into()),
+            },
+        }
+    }
+}
+
+async fn talk(ws: &mut Ws, plan: &Plan, outcome: &mut SessionOutcome) -> Result<(), String> {
+    let mut next = Instant::now() + plan.first_question_offset;
+    let question_secs = plan.speech.samples.len() as f64 / plan.speech.rate as f64;
+    loop {
+        // Only start a question that can finish before the hold ends.
+        if next + Duration::from_secs_f64(question_secs + 5.0) > plan.hold_until {
+            return Ok(());
+        }
+        tokio::time::sleep_until(next.into()).await;
+        match ask(ws, &plan.speech).await {
+            Ok(t) => outcome.turns.push(t),
+            Err(e) => {
+                outcome.failed_turns.push(e.clone());
+                if e.starts_with("connection") {
+                    return Err(e);
+                }
+            }
+        }
+        next += plan.interval;
+        if next < Instant::now() {
+            next = Instant::now();
+        }
+    }
+}
+
+/// Streams the question in real time, then silence until the server ends the utterance;
+/// waits for `response.done`.
+async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
+    let frame = (speech.rate as u64 * FRAME_MS / 1000) as usize;
+    let mut pcm = Vec::new();
+    fieldvox::audio::pcm::encode_pcm16(&speech.samples, &mut pcm);
+    let speech_frames: Vec<&[u8]> = pcm.chunks(frame * 2).collect();
+    let silence = vec![0u8; frame * 2];
+    let mut ticker = tokio::time::interval(Duration::from_millis(FRAME_MS));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0usize;
+    let mut speech_end: Option<Instant> = None;
+    let mut stopped = false;
+    let mut first_audio: Option<Instant> = None;
+    let started = Instant::now();
+    loop {
+        if started.elapsed() > TURN_TIMEOUT {
+            return Err("turn timed out".into());
+        }
+        tokio::select! {
+            _ = ticker.tick(), if !stopped => {
+                let data = speech_frames.get(sent).copied().unwrap_or(&silence);
+                ws.send(Message::binary(data.to_vec())).await.map_err(|e| format!("connection: {e}"))?;
+                sent += 1;
+                if sent == speech_frames.len() {
+                    speech_end = Some(Instant::now());
+                }
+            }
+            msg = ws.next() => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Err(format!("connection: {e}")),
+                    None => return Err("connection: ended".into()),
+                };
+                match msg {
+                    Message::Binary(_) => {
+                        first_audio.get_or_insert_with(Instant::now);
+                    }
+                    Message::Text(t) => {
+                        let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
+                        match v["type"].as_str().unwrap_or_default() {
+                            "input_audio_buffer.speech_stopped" => stopped = true,
+                            "error" => return Err(format!("error event: {}", v["error"]["code"])),
+                            "response.done" => {
+                                if v["status"] != "completed" {
+                                    return Err(format!("response {}", v["status"]));
+                                }
+                                let (Some(end), Some(audio)) = (speech_end, first_audio) else {
+                                    return Err("response without audio".into());
+                                };
+                                let t = &v["timings"];
+                                return Ok(Turn {
+                                    client_v2v_ms: (audio - end).as_secs_f64() * 1000.0,
+                                    server: ServerTimings {
+                                        stt_ms: t["stt_ms"].as_f64(),
+                                        retrieval_ms: t["retrieval_ms"].as_f64(),
+                                        llm_first_token_ms: t["llm_first_token_ms"].as_f64(),
+                                        tts_first_audio_ms: t["tts_first_audio_ms"].as_f64(),
+                                        voice_to_voice_ms: t["voice_to_voice_ms"].as_f64(),
+                                    },
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                    Message::Close(f) => return Err(format!("connection: closed {f:?}")),
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The assembled server: configuration, keys, metrics, knowledge base, models, sessions.
+
+use std::sync::Arc;
+
+use crate::auth::TokenKeys;
+use crate::cache::Cache;
+use crate::cache::memory::MemoryCache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipelines;
+use crate::rag::KnowledgeBase;
+use crate::rag::embed::Embedder;
+use crate::session::SessionManager;
+use crate::store::sqlite::SqliteStore;
+use crate::vector::edge::EdgeIndex;
+use crate::voice::vad::VadService;
+
+/// Entries the in-process cache holds before it stops admitting new ones.
+const CACHE_ENTRIES: usize = 100_000;
+
+pub struct App {
+    pub config: Config,
+    pub keys: TokenKeys,
+    pub metrics: Metrics,
+    pub kb: KnowledgeBase,
+    pub vad: VadService,
+    pub pipelines: Pipelines,
+    pub sessions: SessionManager,
+}
+
+impl KnowledgeBase {
+    /// The embedded knowledge base under `data.dir`: SQLite metadata, qdrant-edge vectors,
+    /// in-process cache, and the embedding model.
+    pub fn open_embedded(config: &Config) -> anyhow::Result<Self> {
+        let dir = &config.data.dir;
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
+        let store = SqliteStore::open(&dir.join("fieldvox.sqlite"))?;
+        let index = EdgeIndex::open(&dir.join("vectors"))?;
+        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(CACHE_ENTRIES));
+        let w = &config.workers;
+        let embedder = Embedder::spawn(&config.model_paths(), w.embed, w.onnx_threads, w.queue_depth, cache.clone())?;
+        Ok(Self { store: Arc::new(store), index: Arc::new(index), embedder, cache })
+    }
+}
+
+impl App {
+    /// Loads every model and opens every store; blocking, a few seconds.
+    pub fn build(config: Config) -> anyhow::Result<Arc<Self>> {
+        let metrics = Metrics::new();
+        let kb = KnowledgeBase::open_embedded(&config)?;
+        let w = &config.workers;
+        let vad = VadService::spawn(&config.model_paths(), w.onnx_threads, w.queue_depth.max(1024))?;
+        let pipelines = Pipelines::load(&config)?;
+        let sessions = SessionManager::new(config.server.max_sessions, metrics.clone());
+        let keys = TokenKeys::new(&config.auth.jwt_secret);
+        Ok(Arc::new(Self { config, keys, metrics, kb, vad, pipelines, sessions }))
+    }
+}

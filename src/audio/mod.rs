@@ -1,0 +1,5 @@
+//! Audio plumbing: PCM16 conversion, sample-rate conversion, WAV files.
+
+pub mod pcm;
+pub mod resample;
+pub mod wav;

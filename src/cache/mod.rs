@@ -1,0 +1,17 @@
+//! Byte caches for embeddings and retrieval results, with TTLs.
+//! In-process by default; Redis plugs in behind the same trait.
+
+pub mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[async_trait]
+pub trait Cache: Send + Sync {
+    async fn get(&self, key: &str) -> Option<Vec<u8>>;
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration);
+}
+
+pub const EMBEDDING_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const RETRIEVAL_TTL: Duration = Duration::from_secs(3600);

@@ -1,0 +1,221 @@
+//! Typed, layered configuration: built-in defaults, then a TOML file, then
+//! `FIELDVOX__SECTION__KEY` environment variables (`__` separates nesting levels).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::models::ModelPaths;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub data: DataConfig,
+    pub models: ModelsConfig,
+    pub pipelines: PipelinesConfig,
+    pub workers: WorkersConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Sessions beyond this are refused with 503 before the upgrade.
+    pub max_sessions: usize,
+    /// Largest WebSocket message accepted; a larger one closes the session with 1009.
+    pub max_frame_bytes: usize,
+    /// How long live sessions get to finish after `session.going_away`.
+    pub shutdown_grace_ms: u64,
+    /// A session silent for this long (no frames, no pings) is closed.
+    pub idle_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for bearer tokens. The default is for development only.
+    pub jwt_secret: String,
+    /// Lifetime of tokens minted by `fieldvox token`.
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Holds the embedded metadata database (`fieldvox.sqlite`) and vector index (`vectors/`).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Where `python3 models/fetch.py` put the local models.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelinesConfig {
+    /// Directory of pipeline profiles (`*.toml`).
+    pub dir: PathBuf,
+    /// Profile used when a session does not name one.
+    pub default: String,
+}
+
+/// Inference pools. Each worker owns one model instance on its own OS thread,
+/// so these bound both CPU use and memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    pub stt: usize,
+    pub llm: usize,
+    pub tts: usize,
+    pub embed: usize,
+    /// ONNX Runtime intra-op threads per session (VAD, embeddings, Piper).
+    pub onnx_threads: usize,
+    /// Requests waiting per pool before callers get `overloaded`.
+    pub queue_depth: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            data: DataConfig::default(),
+            models: ModelsConfig::default(),
+            pipelines: PipelinesConfig::default(),
+            workers: WorkersConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("data") }
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self { dir: ModelPaths::default_root() }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_sessions: 60_000,
+            max_frame_bytes: 256 * 1024,
+            shutdown_grace_ms: 10_000,
+            idle_timeout_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { jwt_secret: "fieldvox-dev-secret".into(), token_ttl_secs: 12 * 3600 }
+    }
+}
+
+impl Default for PipelinesConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("pipelines"), default: "field-assistant".into() }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self { stt: 1, llm: 1, tts: 1, embed: 1, onnx_threads: 1, queue_depth: 64 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then `FIELDVOX__…` variables; validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("FIELDVOX__").split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.auth.jwt_secret.len() < 16 {
+            return invalid("auth.jwt_secret must be at least 16 bytes");
+        }
+        if self.server.max_frame_bytes < 4096 {
+            return invalid("server.max_frame_bytes must be at least 4096");
+        }
+        let w = &self.workers;
+        if [w.stt, w.llm, w.tts, w.embed, w.onnx_threads, w.queue_depth].contains(&0) {
+            return invalid("every workers.* value must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn model_paths(&self) -> ModelPaths {
+        ModelPaths::new(&self.models.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = std::env::temp_dir().join(format!("fieldvox-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fieldvox.toml");
+        std::fs::write(&file, "[server]\nmax_sessions = 7\n[workers]\nstt = 2\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FIELDVOX__WORKERS__STT", "3");
+            let config = Config::load(Some(&file)).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.max_sessions, 7);
+            assert_eq!(config.workers.stt, 3, "env overrides the file");
+            assert_eq!(config.workers.tts, 1, "untouched keys keep defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_weak_secret() {
+        let dir = std::env::temp_dir().join(format!("fieldvox-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[server]\nmax_sesions = 7\n").unwrap();
+        assert!(matches!(Config::load(Some(&file)), Err(ConfigError::Invalid(_))));
+        std::fs::write(&file, "[auth]\njwt_secret = \"short\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("jwt_secret"), "{err}");
+        assert!(matches!(
+            Config::load(Some(&dir.join("absent.toml"))),
+            Err(ConfigError::MissingFile(_))
+        ));
+    }
+}

@@ -1,0 +1,150 @@
+//! Stable error codes and the one place where internal errors become what a client sees:
+//! HTTP status + JSON body, or an `error` event on the socket.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::models::ModelError;
+use crate::rag::RagError;
+use crate::workers::PoolError;
+
+/// Machine-readable error codes. Their strings are part of the protocol: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownEvent,
+    InvalidEvent,
+    UnsupportedAudioFormat,
+    AudioFormatNotSet,
+    InvalidAudio,
+    UnknownPipeline,
+    EmptyQuestion,
+    FrameTooLarge,
+    SessionLimit,
+    Overloaded,
+    Unauthorized,
+    Forbidden,
+    InvalidDocument,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    NotFound,
+    ModelUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownEvent => "unknown_event",
+            ErrorCode::InvalidEvent => "invalid_event",
+            ErrorCode::UnsupportedAudioFormat => "unsupported_audio_format",
+            ErrorCode::AudioFormatNotSet => "audio_format_not_set",
+            ErrorCode::InvalidAudio => "invalid_audio",
+            ErrorCode::UnknownPipeline => "unknown_pipeline",
+            ErrorCode::EmptyQuestion => "empty_question",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::SessionLimit => "session_limit",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidDocument => "invalid_document",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ModelUnavailable => "model_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Whether the same request may succeed if retried later.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::SessionLimit | ErrorCode::Overloaded | ErrorCode::ModelUnavailable | ErrorCode::Internal
+        )
+    }
+}
+
+/// Errors that reach the HTTP layer or the end of a turn.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Rag(#[from] RagError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("the server holds its maximum of {0} sessions")]
+    SessionLimit(usize),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl AppError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AppError::Auth(AuthError::Forbidden(_)) => ErrorCode::Forbidden,
+            AppError::Auth(_) => ErrorCode::Unauthorized,
+            AppError::Rag(e) => e.code(),
+            AppError::Model(ModelError::Input { .. }) => ErrorCode::InvalidEvent,
+            AppError::Model(_) => ErrorCode::ModelUnavailable,
+            AppError::Pool(PoolError::Overloaded(_)) => ErrorCode::Overloaded,
+            AppError::Pool(PoolError::Stopped(_)) => ErrorCode::ModelUnavailable,
+            AppError::SessionLimit(_) => ErrorCode::SessionLimit,
+            AppError::BadRequest(_) => ErrorCode::InvalidEvent,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.code() {
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::SessionLimit | ErrorCode::Overloaded | ErrorCode::ModelUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InvalidJson
+            | ErrorCode::UnknownEvent
+            | ErrorCode::InvalidEvent
+            | ErrorCode::UnsupportedAudioFormat
+            | ErrorCode::AudioFormatNotSet
+            | ErrorCode::InvalidAudio
+            | ErrorCode::UnknownPipeline
+            | ErrorCode::EmptyQuestion
+            | ErrorCode::InvalidDocument => StatusCode::BAD_REQUEST,
+            ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// The reason shown to clients: auth failures give their precise stable reason.
+    fn reason(&self) -> &'static str {
+        match self {
+            AppError::Auth(e) => e.code(),
+            other => other.code().as_str(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorResponse<'a> {
+    error: &'a str,
+    message: String,
+    retryable: bool,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = ErrorResponse { error: self.reason(), message: self.to_string(), retryable: self.code().retryable() };
+        (self.status(), Json(body)).into_response()
+    }
+}

@@ -1,0 +1,71 @@
+//! `GET /v1/realtime`: authenticates before the upgrade, reserves a session slot, then
+//! hands the socket to the session task.
+//!
+//! The token may come as `Authorization: Bearer <jwt>`, as a `Sec-WebSocket-Protocol`
+//! entry `bearer.<jwt>` (browsers cannot set headers on WebSockets), or as `?token=<jwt>`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::App;
+use crate::auth::{AuthError, Claims};
+use crate::error::AppError;
+use crate::session::connection;
+
+/// Subprotocol a browser client offers next to its `bearer.<jwt>` entry.
+pub const SUBPROTOCOL: &str = "fieldvox.v1";
+
+fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        return Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_string());
+    }
+    let from_protocol = headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_string));
+    from_protocol.or_else(|| query.get("token").or_else(|| query.get("access_token")).cloned())
+}
+
+pub fn authenticate(app: &App, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Claims, AuthError> {
+    let token = bearer(headers, query).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+    app.keys.verify(&token)
+}
+
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let claims = match authenticate(&app, &headers, &query) {
+        Ok(c) => c,
+        Err(e) => {
+            app.metrics.error(e.code());
+            tracing::info!(reason = e.code(), "realtime connection refused");
+            return AppError::from(e).into_response();
+        }
+    };
+    let guard = match app.sessions.register(&claims.tenant, &claims.sub, connection::TRANSPORT) {
+        Ok(g) => g,
+        Err(e) => {
+            app.metrics.error(e.code().as_str());
+            return e.into_response();
+        }
+    };
+    let max = app.config.server.max_frame_bytes;
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| connection::run(socket, app, claims, guard))
+        .into_response()
+}

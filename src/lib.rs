@@ -1,0 +1,19 @@
+//! fieldvox: a real-time voice-and-knowledge server for field technicians.
+
+pub mod app;
+pub mod audio;
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod llm;
+pub mod metrics;
+pub mod models;
+pub mod pipeline;
+pub mod rag;
+pub mod session;
+pub mod store;
+pub mod vector;
+pub mod voice;
+pub mod workers;

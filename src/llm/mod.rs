@@ -1,0 +1,48 @@
+//! Language models that answer from cited passages, behind one streaming interface.
+//!
+//! Providers: the local SmolLM2 GGUF (`local`), an extractive answerer that reads the best
+//! passage (`extractive`), and any OpenAI-compatible `/v1/chat/completions` (`openai`).
+
+pub mod extractive;
+pub mod local;
+pub mod openai;
+pub mod prompt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::models::ModelError;
+use crate::rag::retrieve::Passage;
+use crate::workers::PoolError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// What the answerer gets for one turn.
+#[derive(Debug, Clone)]
+pub struct AnswerRequest {
+    pub system_prompt: String,
+    pub question: String,
+    pub passages: Vec<Passage>,
+    pub max_tokens: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("llm provider request failed: {0}")]
+    Provider(String),
+}

@@ -1,0 +1,172 @@
+//! The `fieldvox` command: run the server, mint development tokens, ingest manuals.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use fieldvox::app::App;
+use fieldvox::auth::{Role, TokenKeys};
+use fieldvox::config::Config;
+use fieldvox::rag::KnowledgeBase;
+use fieldvox::rag::ingest::IngestRequest;
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "fieldvox", version, about = "Real-time voice assistant that answers from your equipment manuals")]
+struct Cli {
+    /// Configuration file (TOML). Environment variables FIELDVOX__SECTION__KEY override it.
+    #[arg(long, short, global = true, env = "FIELDVOX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (loads the local models, then listens).
+    Serve {
+        /// Listen address, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Mint a development bearer token signed with `auth.jwt_secret`.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, value_enum, default_value_t = Role::Technician)]
+        role: Role,
+        /// Lifetime in seconds (default: `auth.token_ttl_secs`).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Add a manual (PDF, text or Markdown) to a tenant's knowledge base.
+    Ingest {
+        /// The manual file.
+        file: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Equipment the manual covers, e.g. RTU-40.
+        #[arg(long)]
+        equipment: String,
+        /// Title used in citations (default: the file name).
+        #[arg(long)]
+        title: Option<String>,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let mut config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Token { tenant, user, role, ttl } => {
+            let keys = TokenKeys::new(&config.auth.jwt_secret);
+            println!("{}", keys.mint(&user, &tenant, role, ttl.unwrap_or(config.auth.token_ttl_secs)));
+            Ok(())
+        }
+        Command::Ingest { file, tenant, equipment, title } => runtime()?.block_on(ingest(config, file, tenant, equipment, title)),
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            runtime()?.block_on(serve(config))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn ingest(config: Config, file: PathBuf, tenant: String, equipment: String, title: Option<String>) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let filename = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let kb = tokio::task::spawn_blocking(move || KnowledgeBase::open_embedded(&config)).await??;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} chunks").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("embedding {filename}"));
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let req = IngestRequest { tenant, equipment, title, filename, bytes };
+    let manual = kb.ingest(req, Some(&progress)).await?;
+    bar.finish_and_clear();
+    println!("{}", serde_json::to_string_pretty(&manual)?);
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    tracing::info!(models = %config.models.dir.display(), data = %config.data.dir.display(), "loading models");
+    let app = tokio::task::spawn_blocking(move || App::build(config)).await??;
+    fieldvox::http::serve(app, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+    // Give the drain a moment to start before a second signal could kill us.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Thousands of sessions need thousands of descriptors: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                let before = lim.rlim_cur;
+                lim.rlim_cur = lim.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    tracing::info!(from = before, to = lim.rlim_max, "raised open file limit");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The providers a pipeline is built from, each behind one async interface.
+//! Local engines run on worker pools; HTTP providers run on the runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::llm::{AnswerRequest, LlmError, extractive, local, openai, prompt};
+use crate::models::ModelError;
+use crate::voice::stt::openai::OpenAiTranscriber;
+use crate::voice::stt::whisper::Whisper;
+use crate::voice::tts::openai::OpenAiSpeech;
+use crate::voice::tts::piper::{EspeakVoice, PiperVoice};
+use crate::workers::{PoolError, WorkerPool};
+
+pub enum SttProvider {
+    /// Whisper tiny.en, local, one model per worker thread.
+    Whisper(WorkerPool<Whisper>),
+    /// Any OpenAI-compatible transcription endpoint.
+    OpenAi(OpenAiTranscriber),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+}
+
+impl SttProvider {
+    /// Transcribes mono 16 kHz audio.
+    pub async fn transcribe(&self, pcm_16k: Vec<f32>) -> Result<String, StageError> {
+        match self {
+            SttProvider::Whisper(pool) => Ok(pool.run(move |w| w.transcribe(&pcm_16k)).await??),
+            SttProvider::OpenAi(client) => Ok(client.transcribe(&pcm_16k).await?),
+        }
+    }
+}
+
+pub enum TtsProvider {
+    /// Piper VITS voice, local ONNX with espeak-ng phonemes.
+    Piper(WorkerPool<PiperVoice>),
+    /// espeak-ng alone: robotic but tiny.
+    Espeak(WorkerPool<EspeakVoice>),
+    /// Any OpenAI-compatible speech endpoint.
+    OpenAi(OpenAiSpeech),
+}
+
+/// Synthesized speech for one sentence.
+pub struct Speech {
+    pub samples: Vec<f32>,
+    pub sample_rate: u32,
+}
+
+impl TtsProvider {
+    pub async fn synthesize(&self, text: String) -> Result<Speech, StageError> {
+        let speech = match self {
+            TtsProvider::Piper(pool) => {
+                pool.run(move |v| v.synthesize(&text).map(|samples| Speech { samples, sample_rate: v.sample_rate() })).await?
+            }
+            TtsProvider::Espeak(pool) => {
+                pool.run(move |v| v.synthesize(&text).map(|samples| Speech { samples, sample_rate: v.sample_rate() })).await?
+            }
+            TtsProvider::OpenAi(client) => {
+                client.synthesize(&text).await.map(|samples| Speech { samples, sample_rate: client.sample_rate })
+            }
+        };
+        Ok(speech?)
+    }
+}
+
+pub enum LlmProvider {
+    /// SmolLM2-135M-Instruct on the CPU.
+    Local(WorkerPool<local::LocalLlm>),
+    /// Reads out the best passage.
+    Extractive,
+    /// Any OpenAI-compatible chat completions endpoint.
+    OpenAi(openai::OpenAiChat),
+}
+
+impl LlmProvider {
+    /// Streams the answer's text pieces into `tx`. Stops early, without error, when
+    /// `cancel` is set (barge-in) or the receiver is dropped.
+    pub async fn stream(&self, req: AnswerRequest, tx: mpsc::Sender<String>, cancel: Arc<AtomicBool>) -> Result<(), LlmError> {
+        match self {
+            LlmProvider::Extractive => {
+                let answer = extractive::answer(&req.question, &req.passages);
+                let _ = tx.send(answer).await;
+                Ok(())
+            }
+            LlmProvider::Local(pool) => {
+                let messages = prompt::messages(&req);
+                let max_tokens = req.max_tokens;
+                pool.run(move |llm| {
+                    let mut on_text = |piece: &str| !cancel.load(Ordering::Relaxed) && tx.blocking_send(piece.to_string()).is_ok();
+                    llm.generate(&messages, max_tokens, &mut on_text).map(|_| ())
+                })
+                .await??;
+                Ok(())
+            }
+            LlmProvider::OpenAi(client) => client.stream(prompt::messages(&req), req.max_tokens, tx, cancel).await,
+        }
+    }
+}

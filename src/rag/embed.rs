@@ -1,0 +1,127 @@
+//! Text embeddings (all-MiniLM-L6-v2 int8 through fastembed/ONNX Runtime), with a cache
+//! keyed by the text's hash so a repeated question costs a map lookup.
+
+use std::sync::Arc;
+
+use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
+use sha2::{Digest, Sha256};
+
+use super::RagError;
+use crate::cache::{Cache, EMBEDDING_TTL};
+use crate::models::{ModelError, ModelPaths, init_onnxruntime};
+use crate::vector::DIMENSIONS;
+use crate::workers::WorkerPool;
+
+pub const MODEL_NAME: &str = "all-minilm-l6-v2-int8";
+/// Chunks embedded per inference call during ingest.
+pub const INGEST_BATCH: usize = 32;
+
+/// Loads the embedding model from the models directory.
+pub fn load_model(paths: &ModelPaths, threads: usize) -> Result<TextEmbedding, ModelError> {
+    init_onnxruntime(paths)?;
+    let dir = paths.minilm_dir()?;
+    let read = |name: &str| -> Result<Vec<u8>, ModelError> {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|_| ModelError::Missing { path })
+    };
+    let tokenizer = TokenizerFiles {
+        tokenizer_file: read("tokenizer.json")?,
+        config_file: read("config.json")?,
+        special_tokens_map_file: read("special_tokens_map.json")?,
+        tokenizer_config_file: read("tokenizer_config.json")?,
+    };
+    let model = UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer).with_pooling(Pooling::Mean);
+    let options = InitOptionsUserDefined::default().with_intra_threads(threads).with_max_length(256);
+    TextEmbedding::try_new_from_user_defined(model, options).map_err(|e| ModelError::load("embedder", e))
+}
+
+#[derive(Clone)]
+pub struct Embedder {
+    pool: WorkerPool<TextEmbedding>,
+    cache: Arc<dyn Cache>,
+}
+
+impl Embedder {
+    pub fn new(pool: WorkerPool<TextEmbedding>, cache: Arc<dyn Cache>) -> Self {
+        Self { pool, cache }
+    }
+
+    pub fn spawn(paths: &ModelPaths, workers: usize, threads: usize, queue: usize, cache: Arc<dyn Cache>) -> Result<Self, ModelError> {
+        let paths = paths.clone();
+        let pool = WorkerPool::spawn("embed", workers, queue, move |_| load_model(&paths, threads))?;
+        Ok(Self::new(pool, cache))
+    }
+
+    /// Embeds one query, from the cache when this exact text was seen before.
+    pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>, RagError> {
+        let key = format!("emb:{MODEL_NAME}:{}", hex::encode(Sha256::digest(text.as_bytes())));
+        if let Some(bytes) = self.cache.get(&key).await {
+            if let Some(v) = decode_vector(&bytes) {
+                return Ok(v);
+            }
+        }
+        let mut vectors = self.embed_batch(vec![text.to_string()]).await?;
+        let vector = vectors.pop().ok_or_else(|| ModelError::inference("embedder", "no vector returned"))?;
+        self.cache.set(&key, encode_vector(&vector), EMBEDDING_TTL).await;
+        Ok(vector)
+    }
+
+    /// Embeds texts in one inference call (no cache: used for ingest).
+    pub async fn embed_batch(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
+        let n = texts.len();
+        let vectors = self
+            .pool
+            .run(move |model| model.embed(texts, Some(INGEST_BATCH)))
+            .await?
+            .map_err(|e| ModelError::inference("embedder", e))?;
+        if vectors.len() != n || vectors.iter().any(|v| v.len() != DIMENSIONS) {
+            return Err(ModelError::inference("embedder", "unexpected embedding shape").into());
+        }
+        Ok(vectors)
+    }
+}
+
+fn encode_vector(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
+    (bytes.len() == DIMENSIONS * 4)
+        .then(|| bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::memory::MemoryCache;
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (na * nb)
+    }
+
+    #[tokio::test]
+    async fn real_embeddings_rank_by_meaning_and_cache() {
+        let paths = ModelPaths::new(ModelPaths::default_root());
+        let cache = Arc::new(MemoryCache::new(100));
+        let embedder = Embedder::spawn(&paths, 1, 1, 8, cache.clone()).unwrap();
+        let q = embedder.embed_query("what torque for the compressor head bolts").await.unwrap();
+        assert_eq!(q.len(), DIMENSIONS);
+        assert_eq!(cache.len(), 1);
+        let docs = embedder
+            .embed_batch(vec![
+                "Tighten the compressor head bolts to 38 newton meters.".into(),
+                "The condensate drain pan must be cleaned every season.".into(),
+            ])
+            .await
+            .unwrap();
+        assert!(cosine(&q, &docs[0]) > cosine(&q, &docs[1]) + 0.1);
+        let again = embedder.embed_query("what torque for the compressor head bolts").await.unwrap();
+        assert_eq!(q, again);
+        assert_eq!(encode_vector(&q).len(), DIMENSIONS * 4);
+        assert_eq!(decode_vector(&encode_vector(&q)).unwrap(), q);
+        assert!(decode_vector(&[0u8; 3]).is_none());
+    }
+}

@@ -1,0 +1,154 @@
+//! Text extraction from uploaded manuals, page by page.
+//!
+//! PDF pages are real pages. Plain text and Markdown are one page unless they contain
+//! form feeds (`\f`), which printers and `pdftotext` use as page breaks.
+
+use super::RagError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentKind {
+    Pdf,
+    Text,
+    Markdown,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageText {
+    /// 1-based page number, as printed in citations.
+    pub number: u32,
+    pub text: String,
+}
+
+impl DocumentKind {
+    /// From the file name's extension, falling back to the content's magic bytes.
+    pub fn detect(filename: &str, bytes: &[u8]) -> Result<Self, RagError> {
+        let ext = filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+        match ext.as_str() {
+            "pdf" => Ok(DocumentKind::Pdf),
+            "txt" | "text" => Ok(DocumentKind::Text),
+            "md" | "markdown" => Ok(DocumentKind::Markdown),
+            _ if bytes.starts_with(b"%PDF-") => Ok(DocumentKind::Pdf),
+            "" if std::str::from_utf8(bytes).is_ok() => Ok(DocumentKind::Text),
+            _ => Err(RagError::UnsupportedType(filename.to_string())),
+        }
+    }
+}
+
+/// Extracts the text of every page; blocking (PDF parsing can take a while).
+pub fn extract(kind: DocumentKind, bytes: &[u8]) -> Result<Vec<PageText>, RagError> {
+    let pages: Vec<String> = match kind {
+        DocumentKind::Pdf => extract_pdf(bytes)?,
+        DocumentKind::Text | DocumentKind::Markdown => {
+            let text = std::str::from_utf8(bytes).map_err(|e| RagError::InvalidDocument(format!("not UTF-8 text: {e}")))?;
+            text.split('\u{c}').map(str::to_string).collect()
+        }
+    };
+    let pages: Vec<PageText> = pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| PageText { number: i as u32 + 1, text: normalize(&text) })
+        .filter(|p| !p.text.is_empty())
+        .collect();
+    if pages.is_empty() {
+        return Err(RagError::EmptyDocument);
+    }
+    Ok(pages)
+}
+
+fn extract_pdf(bytes: &[u8]) -> Result<Vec<String>, RagError> {
+    if !bytes.starts_with(b"%PDF-") {
+        return Err(RagError::InvalidDocument("missing %PDF- header".into()));
+    }
+    // The PDF parser panics on some malformed files; a broken upload must not take a worker down.
+    match std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(bytes)) {
+        Ok(Ok(pages)) => Ok(pages),
+        Ok(Err(e)) => Err(RagError::InvalidDocument(e.to_string())),
+        Err(_) => Err(RagError::InvalidDocument("malformed PDF structure".into())),
+    }
+}
+
+/// Collapses runs of spaces, keeps paragraph breaks, drops control characters.
+fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for para in text.split("\n\n") {
+        let joined: Vec<&str> = para.split_whitespace().collect();
+        if joined.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        }
+        out.push_str(&joined.join(" "));
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A minimal valid PDF with one text line per page (Helvetica), for tests.
+    pub fn make_pdf(pages: &[&str]) -> Vec<u8> {
+        let n = pages.len();
+        let mut objects: Vec<String> = Vec::new();
+        objects.push("<< /Type /Catalog /Pages 2 0 R >>".into());
+        let kids: Vec<String> = (0..n).map(|i| format!("{} 0 R", 4 + 2 * i)).collect();
+        objects.push(format!("<< /Type /Pages /Kids [{}] /Count {n} >>", kids.join(" ")));
+        objects.push("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".into());
+        for (i, text) in pages.iter().enumerate() {
+            objects.push(format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>",
+                5 + 2 * i
+            ));
+            let escaped = text.replace('\\', "\\\\").replace('(', "\\(").replace(')', "\\)");
+            let stream = format!("BT /F1 12 Tf 72 700 Td ({escaped}) Tj ET");
+            objects.push(format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()));
+        }
+        let mut out = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, obj) in objects.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend_from_slice(format!("{} 0 obj\n{obj}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = out.len();
+        out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+        for o in offsets {
+            out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        );
+        out
+    }
+
+    #[test]
+    fn pdf_pages_keep_their_numbers() {
+        let pdf = make_pdf(&["Safety notes", "", "Head bolts: 38 N m, part GK-4471-B"]);
+        let pages = extract(DocumentKind::detect("m.pdf", &pdf).unwrap(), &pdf).unwrap();
+        assert_eq!(pages.len(), 2, "{pages:?}");
+        assert_eq!(pages[0].number, 1);
+        assert_eq!(pages[1].number, 3);
+        assert!(pages[1].text.contains("GK-4471-B"), "{:?}", pages[1].text);
+    }
+
+    #[test]
+    fn text_form_feeds_are_page_breaks() {
+        let pages = extract(DocumentKind::Text, b"one\n\n  two   words\x0cpage two").unwrap();
+        assert_eq!(pages, vec![
+            PageText { number: 1, text: "one\n\ntwo words".into() },
+            PageText { number: 2, text: "page two".into() },
+        ]);
+    }
+
+    #[test]
+    fn bad_documents_are_clear_errors() {
+        assert!(matches!(DocumentKind::detect("x.docx", b"PK.."), Err(RagError::UnsupportedType(_))));
+        assert!(matches!(extract(DocumentKind::Pdf, b"%PDF-1.4 garbage"), Err(RagError::InvalidDocument(_))));
+        assert!(matches!(extract(DocumentKind::Pdf, b"hello"), Err(RagError::InvalidDocument(_))));
+        let mut truncated = make_pdf(&["text"]);
+        truncated.truncate(truncated.len() / 2);
+        assert!(matches!(extract(DocumentKind::Pdf, &truncated), Err(RagError::InvalidDocument(_) | RagError::EmptyDocument)));
+        assert!(matches!(extract(DocumentKind::Text, &[0xff, 0xfe]), Err(RagError::InvalidDocument(_))));
+        assert!(matches!(extract(DocumentKind::Markdown, b"  \n "), Err(RagError::EmptyDocument)));
+    }
+}

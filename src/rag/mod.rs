@@ -1,0 +1,63 @@
+//! Retrieval-augmented answering: turning manuals into cited, searchable chunks
+//! (extract → chunk → embed → index) and finding the right ones for a question.
+
+pub mod chunk;
+pub mod embed;
+pub mod extract;
+pub mod ingest;
+pub mod retrieve;
+
+use crate::error::ErrorCode;
+use crate::models::ModelError;
+use crate::store::StoreError;
+use crate::vector::VectorError;
+use crate::workers::PoolError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RagError {
+    #[error("unsupported document type {0:?}: send PDF, plain text or Markdown")]
+    UnsupportedType(String),
+    #[error("document could not be read: {0}")]
+    InvalidDocument(String),
+    #[error("document has no extractable text")]
+    EmptyDocument,
+    #[error("document is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vector(#[from] VectorError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+impl RagError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RagError::UnsupportedType(_) => ErrorCode::UnsupportedMediaType,
+            RagError::InvalidDocument(_) | RagError::EmptyDocument => ErrorCode::InvalidDocument,
+            RagError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            RagError::Store(_) | RagError::Vector(_) => ErrorCode::Internal,
+            RagError::Model(_) => ErrorCode::ModelUnavailable,
+            RagError::Pool(PoolError::Overloaded(_)) => ErrorCode::Overloaded,
+            RagError::Pool(PoolError::Stopped(_)) => ErrorCode::ModelUnavailable,
+        }
+    }
+}
+
+use std::sync::Arc;
+
+use crate::cache::Cache;
+use crate::store::MetadataStore;
+use crate::vector::VectorIndex;
+
+/// One tenant-aware knowledge base over the metadata store, the vector index and the embedder.
+#[derive(Clone)]
+pub struct KnowledgeBase {
+    pub store: Arc<dyn MetadataStore>,
+    pub index: Arc<dyn VectorIndex>,
+    pub embedder: embed::Embedder,
+    pub cache: Arc<dyn Cache>,
+}

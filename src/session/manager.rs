@@ -1,0 +1,128 @@
+//! The connection manager: a registry of live sessions, the session cap, and the
+//! drain signal sent to every session on shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::AppError;
+use crate::metrics::Metrics;
+
+/// What the registry keeps per session: a few dozen bytes.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    pub tenant: String,
+    pub user: String,
+    pub transport: &'static str,
+    pub opened_at: Instant,
+}
+
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sessions: DashMap<Uuid, SessionEntry>,
+    count: AtomicUsize,
+    max: usize,
+    metrics: Metrics,
+    drain: watch::Sender<bool>,
+}
+
+/// Registration of one session; unregisters when dropped, however the session ends.
+pub struct SessionGuard {
+    pub id: Uuid,
+    transport: &'static str,
+    inner: Arc<Inner>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.inner.sessions.remove(&self.id);
+        self.inner.count.fetch_sub(1, Ordering::AcqRel);
+        self.inner.metrics.session_closed(self.transport);
+    }
+}
+
+impl SessionManager {
+    pub fn new(max: usize, metrics: Metrics) -> Self {
+        let (drain, _) = watch::channel(false);
+        Self { inner: Arc::new(Inner { sessions: DashMap::new(), count: AtomicUsize::new(0), max, metrics, drain }) }
+    }
+
+    /// Reserves a slot, or refuses when the server is full or draining.
+    pub fn register(&self, tenant: &str, user: &str, transport: &'static str) -> Result<SessionGuard, AppError> {
+        if self.is_draining() {
+            return Err(AppError::SessionLimit(0));
+        }
+        let inner = &self.inner;
+        if inner.count.fetch_add(1, Ordering::AcqRel) >= inner.max {
+            inner.count.fetch_sub(1, Ordering::AcqRel);
+            return Err(AppError::SessionLimit(inner.max));
+        }
+        let id = Uuid::new_v4();
+        let entry = SessionEntry { tenant: tenant.into(), user: user.into(), transport, opened_at: Instant::now() };
+        inner.sessions.insert(id, entry);
+        inner.metrics.session_opened(transport);
+        Ok(SessionGuard { id, transport, inner: inner.clone() })
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.count.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, id: &Uuid) -> Option<SessionEntry> {
+        self.inner.sessions.get(id).map(|e| e.clone())
+    }
+
+    /// Sessions watch this; it turns true when the server starts draining.
+    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.inner.drain.subscribe()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.inner.drain.borrow()
+    }
+
+    /// Tells every session to go away, then waits up to `grace` for them to finish.
+    /// Returns how many were still open when the grace period ended.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.inner.drain.send_replace(true);
+        tracing::info!(sessions = self.count(), grace_ms = grace.as_millis() as u64, "draining sessions");
+        let deadline = Instant::now() + grace;
+        while self.count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn enforces_the_cap_and_unregisters_on_drop() {
+        let m = SessionManager::new(2, Metrics::new());
+        let a = m.register("t", "u", "websocket").unwrap();
+        let _b = m.register("t", "u", "websocket").unwrap();
+        assert!(matches!(m.register("t", "u", "websocket"), Err(AppError::SessionLimit(2))));
+        assert_eq!(m.get(&a.id).unwrap().tenant, "t");
+        let id = a.id;
+        drop(a);
+        assert!(m.get(&id).is_none());
+        assert_eq!(m.count(), 1);
+        let _c = m.register("t", "u", "websocket").unwrap();
+
+        let mut signal = m.drain_signal();
+        let remaining = m.drain(Duration::from_millis(100)).await;
+        assert_eq!(remaining, 2);
+        assert!(*signal.borrow_and_update());
+        assert!(m.register("t", "u", "websocket").is_err(), "no new sessions while draining");
+    }
+}

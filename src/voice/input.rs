@@ -1,0 +1,62 @@
+//! A session's incoming speech: converts the client's audio to 16 kHz, cuts it into VAD
+//! windows and carries the VAD and endpointer state. Created on the first audio frame,
+//! so a session that never talks holds none of it.
+
+use super::endpoint::{EndpointConfig, Endpointer};
+use super::vad::{SAMPLE_RATE, VadState, WINDOW};
+use crate::audio::resample::Resampler;
+
+pub struct VoiceInput {
+    resampler: Resampler,
+    pending: Vec<f32>,
+    pub vad: VadState,
+    pub endpointer: Endpointer,
+}
+
+impl VoiceInput {
+    pub fn new(input_rate: u32, config: EndpointConfig) -> Self {
+        Self {
+            resampler: Resampler::new(input_rate, SAMPLE_RATE),
+            pending: Vec::with_capacity(WINDOW * 2),
+            vad: VadState::default(),
+            endpointer: Endpointer::new(config),
+        }
+    }
+
+    /// Adds samples at the client's rate.
+    pub fn push(&mut self, samples: &[f32]) {
+        self.resampler.process(samples, &mut self.pending);
+    }
+
+    /// The next full 32 ms window, if one is buffered.
+    pub fn next_window(&mut self) -> Option<[f32; WINDOW]> {
+        if self.pending.len() < WINDOW {
+            return None;
+        }
+        let mut window = [0.0; WINDOW];
+        window.copy_from_slice(&self.pending[..WINDOW]);
+        self.pending.drain(..WINDOW);
+        Some(window)
+    }
+
+    pub fn clear(&mut self) {
+        self.pending.clear();
+        self.endpointer.clear();
+        self.vad = VadState::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_at_16k_from_any_rate() {
+        let mut v = VoiceInput::new(48_000, EndpointConfig::default());
+        v.push(&vec![0.1; 480 * 3]); // 30 ms at 48 kHz = 480 samples at 16 kHz
+        assert!(v.next_window().is_none());
+        v.push(&vec![0.1; 480 * 3]);
+        assert!(v.next_window().is_some());
+        assert!(v.next_window().is_none());
+    }
+}

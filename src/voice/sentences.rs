@@ -1,0 +1,89 @@
+//! Splits streamed LLM text into sentences, so speech can start after the first one.
+
+/// Accumulates text deltas and yields complete sentences.
+#[derive(Debug, Default)]
+pub struct SentenceSplitter {
+    buf: String,
+}
+
+/// Abbreviations that end in a period without ending a sentence.
+const ABBREVIATIONS: &[&str] = &["e.g.", "i.e.", "approx.", "fig.", "no.", "p.", "pp.", "vs.", "etc.", "mr.", "dr.", "st."];
+
+impl SentenceSplitter {
+    /// Adds a delta; returns every sentence it completed.
+    pub fn push(&mut self, delta: &str) -> Vec<String> {
+        self.buf.push_str(delta);
+        let mut out = Vec::new();
+        while let Some(end) = self.boundary() {
+            let sentence: String = self.buf.drain(..end).collect();
+            let sentence = sentence.trim();
+            if !sentence.is_empty() {
+                out.push(sentence.to_string());
+            }
+        }
+        out
+    }
+
+    /// Whatever is left when the stream ends.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.buf);
+        let rest = rest.trim();
+        (!rest.is_empty()).then(|| rest.to_string())
+    }
+
+    /// Byte index just past a sentence end followed by whitespace, if any.
+    fn boundary(&self) -> Option<usize> {
+        let bytes = self.buf.as_bytes();
+        for (i, c) in self.buf.char_indices() {
+            if !matches!(c, '.' | '!' | '?' | ';' | '\n') {
+                continue;
+            }
+            let next = i + c.len_utf8();
+            if c == '\n' {
+                return Some(next);
+            }
+            // Need the following character to know whether this ends a sentence.
+            let Some(&after) = bytes.get(next) else { return None };
+            if !after.is_ascii_whitespace() {
+                continue; // "38.5", "R-410A.", "e.g.x"
+            }
+            if c == '.' {
+                let word_start = self.buf[..i].rfind(char::is_whitespace).map_or(0, |w| w + 1);
+                let word = self.buf[word_start..next].to_ascii_lowercase();
+                if ABBREVIATIONS.contains(&word.as_str()) {
+                    continue;
+                }
+                // "Step 3. Remove" is a sentence; a lone initial like "J. Smith" is not worth splitting.
+                if word.len() == 2 && word.as_bytes()[0].is_ascii_alphabetic() {
+                    continue;
+                }
+            }
+            return Some(next);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_streamed_text() {
+        let mut s = SentenceSplitter::default();
+        let mut got = Vec::new();
+        for d in ["Tighten the", " bolts to 38.5 N·m. Use a", " star pattern, e.g. 1-3-2-4! Then", " check"] {
+            got.extend(s.push(d));
+        }
+        assert_eq!(got, vec!["Tighten the bolts to 38.5 N·m.", "Use a star pattern, e.g. 1-3-2-4!"]);
+        assert_eq!(s.finish().as_deref(), Some("Then check"));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn waits_for_the_character_after_a_period() {
+        let mut s = SentenceSplitter::default();
+        assert!(s.push("Pressure is 3.").is_empty());
+        assert_eq!(s.push("5 bar. Done"), vec!["Pressure is 3.5 bar."]);
+    }
+}

@@ -1,0 +1,4 @@
+//! Speech-to-text engines.
+
+pub mod whisper;
+pub mod openai;

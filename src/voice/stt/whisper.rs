@@ -1,0 +1,582 @@
+//! Whisper speech-to-text: loads the CTranslate2 Whisper model (tiny.en) into candle and turns
+//! 16 kHz mono PCM into a trimmed transcript with greedy decoding.
+//!
+//! Blocking and single-threaded from the caller's view; candle parallelises its matmuls on
+//! rayon (thread count: `RAYON_NUM_THREADS`, else the number of physical cores).
+
+mod ct2;
+mod mel;
+mod weights;
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::whisper::{self as wh, Config, audio, model as wm};
+use tokenizers::Tokenizer;
+
+use crate::models::ModelError;
+
+/// The sample rate `transcribe` expects.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+const MODEL: &str = "whisper";
+
+/// Frames of silence kept after the audio when the encoder window is fitted (1 s): the model
+/// was trained on padded inputs and needs some trailing padding to close the sentence.
+const FITTED_MARGIN_FRAMES: usize = 100;
+/// Fitted windows are rounded up to whole seconds so the encoder sees few distinct shapes.
+const FITTED_ROUND_FRAMES: usize = 100;
+
+/// Decoding stops after this many text tokens per second of audio (plus a floor): well above
+/// real speech (~3–5 tokens/s) and only reached by a repetition loop.
+const MAX_TOKENS_PER_SECOND: usize = 12;
+const MIN_TOKEN_BUDGET: usize = 16;
+
+/// How much of Whisper's 30 s input window the encoder processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderWindow {
+    /// The full 30 s (3000 mel frames), as Whisper was trained.
+    Full,
+    /// The utterance rounded up to whole seconds plus 1 s of padding.
+    Fitted,
+}
+
+/// The options CTranslate2 keeps in `config.json` that decoding needs.
+#[derive(Debug, serde::Deserialize)]
+struct Ct2Config {
+    #[serde(default)]
+    suppress_ids: Vec<u32>,
+    #[serde(default)]
+    suppress_ids_begin: Vec<u32>,
+}
+
+/// Greedy decoding result for one window.
+struct Decoded {
+    tokens: Vec<u32>,
+    avg_logprob: f32,
+    no_speech_prob: f32,
+}
+
+/// Whisper tiny.en (or any CTranslate2 Whisper export) ready to transcribe.
+pub struct Whisper {
+    model: wm::Whisper,
+    tokenizer: Tokenizer,
+    config: Config,
+    filters: Vec<f32>,
+    device: Device,
+    /// `<|startoftranscript|>` then, for multilingual models only, language and task, then
+    /// `<|notimestamps|>`.
+    prompt: Vec<u32>,
+    eot: u32,
+    no_speech: Option<u32>,
+    /// Never sampled: the model's non-speech symbols and every special token but end-of-text.
+    suppress: Vec<u32>,
+    /// Not sampled as the first token (a leading blank or an immediate end-of-text).
+    suppress_begin: Vec<u32>,
+    window: EncoderWindow,
+}
+
+fn required(dir: &Path, name: &str) -> Result<std::path::PathBuf, ModelError> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ModelError::Missing { path })
+    }
+}
+
+fn load_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::load(MODEL, e)
+}
+
+fn infer_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::inference(MODEL, e)
+}
+
+fn token_id(tokenizer: &Tokenizer, token: &str) -> Result<u32, ModelError> {
+    tokenizer
+        .token_to_id(token)
+        .ok_or_else(|| load_err(format!("tokenizer has no {token}")))
+}
+
+/// Log-softmax normaliser of `logits` (ignores `-inf` entries).
+fn log_sum_exp(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln()
+}
+
+/// Index and value of the largest logit.
+fn argmax(logits: &[f32]) -> Option<(usize, f32)> {
+    logits
+        .iter()
+        .copied()
+        .enumerate()
+        .fold(None, |best, (i, v)| match best {
+            Some((_, b)) if b >= v => best,
+            _ => Some((i, v)),
+        })
+}
+
+impl Whisper {
+    /// Loads `model.bin`, `config.json` and `tokenizer.json` from a CTranslate2 Whisper dir.
+    pub fn load(model_dir: &Path) -> Result<Self, ModelError> {
+        let started = Instant::now();
+        let model_bin = required(model_dir, "model.bin")?;
+        let config_json = required(model_dir, "config.json")?;
+        let tokenizer_json = required(model_dir, "tokenizer.json")?;
+
+        let ct2 = ct2::Ct2Model::open(&model_bin)?;
+        if ct2.spec_name != "WhisperSpec" {
+            return Err(load_err(format!(
+                "model.bin holds a {}, not a WhisperSpec",
+                ct2.spec_name
+            )));
+        }
+        let ct2_config: Ct2Config = std::fs::read(&config_json)
+            .map_err(load_err)
+            .and_then(|b| serde_json::from_slice(&b).map_err(load_err))?;
+
+        let config = weights::derive_config(&ct2, ct2_config.suppress_ids.clone())?;
+        let drift = weights::encoder_position_mismatch(&ct2, &config)?;
+        if drift > 1e-2 {
+            return Err(load_err(format!(
+                "encoder positions are not Whisper sinusoids (max diff {drift})"
+            )));
+        }
+        let tensors = weights::candle_tensors(&ct2, &config)?;
+        drop(ct2);
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let model = wm::Whisper::load(&vb, config.clone()).map_err(load_err)?;
+
+        let tokenizer = Tokenizer::from_file(&tokenizer_json).map_err(load_err)?;
+        let sot = token_id(&tokenizer, wh::SOT_TOKEN)?;
+        let eot = token_id(&tokenizer, wh::EOT_TOKEN)?;
+        let no_timestamps = token_id(&tokenizer, wh::NO_TIMESTAMPS_TOKEN)?;
+        let no_speech = wh::NO_SPEECH_TOKENS
+            .iter()
+            .find_map(|t| tokenizer.token_to_id(t));
+        // OpenAI's rule: English-only checkpoints have a 51864-token vocabulary and take no
+        // language or task token; multilingual ones (>= 51865) need `<|en|><|transcribe|>`.
+        let multilingual = config.vocab_size >= 51_865;
+        let mut prompt = vec![sot];
+        if multilingual {
+            prompt.push(token_id(&tokenizer, "<|en|>")?);
+            prompt.push(token_id(&tokenizer, wh::TRANSCRIBE_TOKEN)?);
+        }
+        prompt.push(no_timestamps);
+
+        // Special tokens sit after end-of-text (language, task, timestamp tokens...).
+        let vocab = u32::try_from(config.vocab_size).map_err(load_err)?;
+        let mut suppress: Vec<u32> = ct2_config
+            .suppress_ids
+            .iter()
+            .copied()
+            .filter(|&t| t < vocab)
+            .collect();
+        suppress.extend(eot + 1..vocab);
+        suppress.sort_unstable();
+        suppress.dedup();
+        let suppress_begin = ct2_config
+            .suppress_ids_begin
+            .iter()
+            .copied()
+            .filter(|&t| t < vocab)
+            .collect();
+
+        let filters = mel::mel_filters(SAMPLE_RATE, wh::N_FFT, config.num_mel_bins);
+        let load_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            load_ms,
+            d_model = config.d_model,
+            encoder_layers = config.encoder_layers,
+            decoder_layers = config.decoder_layers,
+            vocab = config.vocab_size,
+            multilingual,
+            "whisper loaded"
+        );
+        Ok(Self {
+            model,
+            tokenizer,
+            config,
+            filters,
+            device,
+            prompt,
+            eot,
+            no_speech,
+            suppress,
+            suppress_begin,
+            window: EncoderWindow::Fitted,
+        })
+    }
+
+    /// Chooses how much of the 30 s window the encoder runs over (default: `Fitted`).
+    pub fn with_window(mut self, window: EncoderWindow) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Mono f32 samples at 16 kHz in [-1, 1]; returns the trimmed transcript ("" for silence).
+    /// Audio longer than 30 s is transcribed in consecutive 30 s windows.
+    pub fn transcribe(&mut self, pcm_16k: &[f32]) -> Result<String, ModelError> {
+        if pcm_16k.iter().any(|s| !s.is_finite()) {
+            return Err(ModelError::input(MODEL, "samples must be finite"));
+        }
+        let mut parts = Vec::new();
+        for chunk in pcm_16k.chunks(wh::N_SAMPLES) {
+            let text = self.transcribe_window(chunk)?;
+            if !text.is_empty() {
+                parts.push(text);
+            }
+        }
+        Ok(parts.join(" "))
+    }
+
+    /// Encoder frames to run for `samples` of audio under the current window policy.
+    fn frames_for(&self, samples: usize) -> usize {
+        let max = 2 * self.config.max_source_positions;
+        match self.window {
+            EncoderWindow::Full => max,
+            EncoderWindow::Fitted => {
+                let audio = samples.div_ceil(wh::HOP_LENGTH);
+                let frames = (audio + FITTED_MARGIN_FRAMES).div_ceil(FITTED_ROUND_FRAMES)
+                    * FITTED_ROUND_FRAMES;
+                frames.min(max)
+            }
+        }
+    }
+
+    fn transcribe_window(&mut self, pcm: &[f32]) -> Result<String, ModelError> {
+        let started = Instant::now();
+        let n_mels = self.config.num_mel_bins;
+        let mel = audio::pcm_to_mel(&self.config, pcm, &self.filters);
+        let n_len = mel.len() / n_mels;
+        let frames = self.frames_for(pcm.len()).min(n_len);
+        let mel = Tensor::from_vec(mel, (1, n_mels, n_len), &self.device)
+            .and_then(|t| t.narrow(2, 0, frames))
+            .and_then(|t| t.contiguous())
+            .map_err(infer_err)?;
+        let mel_ms = started.elapsed().as_millis() as u64;
+
+        let features = self.model.encoder.forward(&mel, true).map_err(infer_err)?;
+        let encode_ms = started.elapsed().as_millis() as u64 - mel_ms;
+
+        let seconds = pcm.len() / SAMPLE_RATE as usize + 1;
+        let budget = (MIN_TOKEN_BUDGET + MAX_TOKENS_PER_SECOND * seconds)
+            .min(self.config.max_target_positions / 2)
+            .min(
+                self.config
+                    .max_target_positions
+                    .saturating_sub(self.prompt.len()),
+            );
+        let decoded = self.decode(&features, budget).map_err(infer_err)?;
+        let decode_ms = started.elapsed().as_millis() as u64 - mel_ms - encode_ms;
+
+        // OpenAI's silence rule: likely no speech, and the text it produced is not confident.
+        let silent = decoded.no_speech_prob > wh::NO_SPEECH_THRESHOLD as f32
+            && decoded.avg_logprob < wh::LOGPROB_THRESHOLD as f32;
+        let text = if silent {
+            String::new()
+        } else {
+            self.tokenizer
+                .decode(&decoded.tokens, true)
+                .map_err(infer_err)?
+                .trim()
+                .to_string()
+        };
+        tracing::debug!(
+            mel_ms,
+            encode_ms,
+            decode_ms,
+            frames,
+            tokens = decoded.tokens.len(),
+            avg_logprob = decoded.avg_logprob,
+            no_speech_prob = decoded.no_speech_prob,
+            silent,
+            "whisper window transcribed"
+        );
+        Ok(text)
+    }
+
+    /// Logits of the hidden state at `position` of `hidden` (1, seq, d_model).
+    fn logits_at(&self, hidden: &Tensor, position: usize) -> candle_core::Result<Vec<f32>> {
+        let h = hidden.narrow(1, position, 1)?;
+        self.model
+            .decoder
+            .final_linear(&h)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    }
+
+    /// Greedy decoding from the prompt until end-of-text or `budget` tokens.
+    fn decode(&mut self, features: &Tensor, budget: usize) -> candle_core::Result<Decoded> {
+        let mut tokens = self.prompt.clone();
+        let mut sum_logprob = 0f32;
+        let mut scored = 0usize;
+        let mut no_speech_prob = 0f32;
+        for step in 0..budget {
+            let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
+            // The first step recomputes the cross-attention cache from the new audio.
+            let t0 = Instant::now();
+            let hidden = self.model.decoder.forward(&input, features, step == 0)?;
+            let t1 = Instant::now();
+            if step == 0
+                && let Some(ns) = self.no_speech
+            {
+                // Read at the start-of-transcript position, before any suppression.
+                let first = self.logits_at(&hidden, 0)?;
+                if let Some(&l) = first.get(ns as usize) {
+                    no_speech_prob = (l - log_sum_exp(&first)).exp();
+                }
+            }
+            let mut logits = self.logits_at(&hidden, tokens.len() - 1)?;
+            eprintln!("TMP step {step}: fwd {:?} logits {:?}", t1 - t0, t1.elapsed());
+            for &t in &self.suppress {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            if step == 0 {
+                for &t in &self.suppress_begin {
+                    if let Some(l) = logits.get_mut(t as usize) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            let Some((best, value)) = argmax(&logits) else {
+                break;
+            };
+            sum_logprob += value - log_sum_exp(&logits);
+            scored += 1;
+            let best = best as u32;
+            if best == self.eot {
+                break;
+            }
+            tokens.push(best);
+        }
+        let generated = tokens.split_off(self.prompt.len());
+        Ok(Decoded {
+            tokens: generated,
+            avg_logprob: if scored == 0 {
+                0.0
+            } else {
+                sum_logprob / scored as f32
+            },
+            no_speech_prob,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::ModelPaths;
+
+    fn model_dir() -> std::path::PathBuf {
+        ModelPaths::new(ModelPaths::default_root())
+            .whisper_dir()
+            .unwrap()
+    }
+
+    /// Linear-interpolation resampler, enough for test speech.
+    fn resample_linear(input: &[f32], from: u32, to: u32) -> Vec<f32> {
+        if input.is_empty() {
+            return Vec::new();
+        }
+        let ratio = f64::from(from) / f64::from(to);
+        let out_len = (input.len() as f64 / ratio).floor() as usize;
+        (0..out_len)
+            .map(|i| {
+                let pos = i as f64 * ratio;
+                let j = pos.floor() as usize;
+                let frac = (pos - j as f64) as f32;
+                let a = input[j.min(input.len() - 1)];
+                let b = input[(j + 1).min(input.len() - 1)];
+                a + (b - a) * frac
+            })
+            .collect()
+    }
+
+    /// Speaks `text` with espeak-ng and returns it as 16 kHz mono f32.
+    fn speak(text: &str, tag: &str) -> Vec<f32> {
+        let path =
+            std::env::temp_dir().join(format!("fieldvox-whisper-{}-{tag}.wav", std::process::id()));
+        let status = std::process::Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "150", "-w"])
+            .arg(&path)
+            .arg(text)
+            .status()
+            .expect("espeak-ng must be installed");
+        assert!(status.success());
+        let mut reader = hound::WavReader::open(&path).unwrap();
+        let spec = reader.spec();
+        assert_eq!(spec.channels, 1);
+        assert_eq!(spec.bits_per_sample, 16);
+        let samples: Vec<f32> = reader
+            .samples::<i16>()
+            .map(|s| f32::from(s.unwrap()) / 32768.0)
+            .collect();
+        std::fs::remove_file(&path).ok();
+        resample_linear(&samples, spec.sample_rate, SAMPLE_RATE)
+    }
+
+    #[test]
+    fn reads_ct2_container() {
+        let model = ct2::Ct2Model::open(&model_dir().join("model.bin")).unwrap();
+        assert_eq!(model.version, 6);
+        assert_eq!(model.spec_name, "WhisperSpec");
+        assert!(model.revision >= 1);
+        assert_eq!(
+            model.alias_target("decoder/projection/weight"),
+            Some("decoder/embeddings/weight")
+        );
+        assert_eq!(
+            model.variable("decoder/embeddings/weight").unwrap().dtype,
+            ct2::Ct2Dtype::F16
+        );
+        assert_eq!(model.scalar_int("encoder/num_heads").unwrap(), 6);
+        // fp16 decoding and shape handling must reproduce Whisper's sinusoidal positions.
+        let config = weights::derive_config(&model, vec![]).unwrap();
+        let drift = weights::encoder_position_mismatch(&model, &config).unwrap();
+        assert!(drift < 2e-3, "encoder positions drift {drift}");
+    }
+
+    #[test]
+    fn derives_tiny_en_config_from_shapes() {
+        let model = ct2::Ct2Model::open(&model_dir().join("model.bin")).unwrap();
+        let c = weights::derive_config(&model, vec![]).unwrap();
+        assert_eq!(
+            (
+                c.d_model,
+                c.encoder_layers,
+                c.decoder_layers,
+                c.encoder_attention_heads,
+                c.decoder_attention_heads
+            ),
+            (384, 4, 4, 6, 6)
+        );
+        assert_eq!(
+            (
+                c.vocab_size,
+                c.num_mel_bins,
+                c.max_source_positions,
+                c.max_target_positions
+            ),
+            (51_864, 80, 1500, 448)
+        );
+        let tensors = weights::candle_tensors(&model, &c).unwrap();
+        let q = &tensors["model.encoder.layers.0.self_attn.q_proj.weight"];
+        assert_eq!(q.dims(), &[384, 384]);
+        assert!(tensors.contains_key("model.decoder.layers.3.encoder_attn.v_proj.bias"));
+        assert!(!tensors.contains_key("model.decoder.layers.3.encoder_attn.k_proj.bias"));
+    }
+
+    #[test]
+    fn mel_filterbank_shape_and_row_sums() {
+        let filters = mel::mel_filters(SAMPLE_RATE, 400, 80);
+        assert_eq!(filters.len(), 80 * 201);
+        assert!(filters.iter().all(|&w| w >= 0.0));
+        let bin_hz = 8000.0 / 200.0;
+        let mut peaks = Vec::new();
+        for (m, row) in filters.chunks(201).enumerate() {
+            let sum: f32 = row.iter().sum();
+            // Slaney normalisation: each triangle has unit area in Hz, so sum × bin width ≈ 1.
+            // Low filters are narrower than two bins and sample the triangle coarsely.
+            let area = sum * bin_hz;
+            if m >= 20 {
+                assert!((area - 1.0).abs() < 0.02, "row {m} area {area}");
+            } else {
+                assert!(area > 0.3 && area < 1.7, "row {m} area {area}");
+            }
+            peaks.push(argmax(row).unwrap().0);
+        }
+        assert!(
+            peaks.windows(2).all(|p| p[0] <= p[1]),
+            "filter centres must rise: {peaks:?}"
+        );
+        // Linear below 1 kHz: the first centre sits at 200/3 × (45.245/81) ≈ 37 Hz, in bin 1.
+        assert_eq!(peaks[0], 1);
+        assert_eq!(filters[0], 0.0);
+    }
+
+    #[test]
+    fn transcribes_espeak_question() {
+        let pcm = speak("What torque for the compressor head bolts?", "question");
+        let mut whisper = Whisper::load(&model_dir()).unwrap();
+        let text = whisper.transcribe(&pcm).unwrap();
+        eprintln!("transcript: {text:?}");
+        let lower = text.to_lowercase();
+        assert!(lower.contains("torque"), "{text}");
+        assert!(lower.contains("compressor"), "{text}");
+    }
+
+    #[test]
+    fn silence_gives_empty_transcript() {
+        let mut whisper = Whisper::load(&model_dir()).unwrap();
+        let text = whisper
+            .transcribe(&vec![0.0; SAMPLE_RATE as usize])
+            .unwrap();
+        eprintln!("silence transcript: {text:?}");
+        assert!(
+            text.chars().filter(|c| c.is_alphanumeric()).count() <= 3,
+            "{text}"
+        );
+        assert_eq!(whisper.transcribe(&[]).unwrap(), "");
+    }
+
+    #[test]
+    fn rejects_non_finite_samples() {
+        let mut whisper = Whisper::load(&model_dir()).unwrap();
+        let err = whisper.transcribe(&[0.0, f32::NAN]).unwrap_err();
+        assert!(matches!(err, ModelError::Input { .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_model_dir_is_missing() {
+        let dir = std::env::temp_dir().join("fieldvox-no-such-whisper-dir");
+        match Whisper::load(&dir) {
+            Err(ModelError::Missing { path }) => assert!(path.starts_with(&dir)),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("loaded from a missing dir"),
+        }
+    }
+
+    /// Measures load and both encoder windows on a ~3 s utterance (numbers go to stderr; no
+    /// timing assertions), and checks that both windows give a correct transcript.
+    #[test]
+    fn full_and_fitted_windows_agree() {
+        let pcm = speak("What torque for the compressor head bolts?", "windows");
+        let started = Instant::now();
+        let whisper = Whisper::load(&model_dir()).unwrap();
+        eprintln!(
+            "load: {} ms, audio {:.2} s",
+            started.elapsed().as_millis(),
+            pcm.len() as f32 / 16_000.0
+        );
+        let mut whisper = whisper.with_window(EncoderWindow::Full);
+        for window in [
+            EncoderWindow::Full,
+            EncoderWindow::Fitted,
+            EncoderWindow::Full,
+            EncoderWindow::Fitted,
+        ] {
+            whisper.window = window;
+            let started = Instant::now();
+            let text = whisper.transcribe(&pcm).unwrap();
+            eprintln!(
+                "{window:?}: {} ms -> {text:?}",
+                started.elapsed().as_millis()
+            );
+            let lower = text.to_lowercase();
+            assert!(
+                lower.contains("torque") && lower.contains("compressor"),
+                "{window:?}: {text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Bad input over `/v1/realtime`: every mistake gets a stable error code (or, for hostile
+//! input, a close code) and the server keeps serving; refused tokens never upgrade.
+
+mod common;
+
+use common::*;
+use fieldvox::auth::{Claims, Role, TokenKeys};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+async fn expect_error(c: &mut Client, code: &str) {
+    let e = c.next_event().await;
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(e["error"]["code"], code, "{e}");
+    assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+async fn still_alive(c: &mut Client) {
+    c.send_json(json!({"type": "ping"})).await;
+    assert_eq!(c.next_event().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_events_get_stable_codes() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    c.send_raw(Message::text("{\"type\": \"session.update\",")).await;
+    expect_error(&mut c, "invalid_json").await;
+    c.send_json(json!({"type": "response.dance"})).await;
+    expect_error(&mut c, "unknown_event").await;
+    c.send_json(json!({"session": {}})).await;
+    expect_error(&mut c, "invalid_event").await;
+    c.send_json(json!({"type": "conversation.item.create", "item": {"text": "   "}})).await;
+    expect_error(&mut c, "empty_question").await;
+    c.send_json(json!({"type": "session.update", "session": {"pipeline": "no-such-profile"}})).await;
+    expect_error(&mut c, "unknown_pipeline").await;
+    still_alive(&mut c).await;
+}
+
+#[tokio::test]
+async fn audio_format_errors() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    // Audio before any session.update: the server does not guess the format.
+    c.send_raw(Message::binary(vec![0u8; 640])).await;
+    expect_error(&mut c, "audio_format_not_set").await;
+    c.send_json(json!({"type": "session.update", "session": {"input_audio_format": "mp3"}})).await;
+    expect_error(&mut c, "unsupported_audio_format").await;
+    c.send_json(json!({"type": "session.update", "session": {"input_sample_rate": 96000}})).await;
+    expect_error(&mut c, "unsupported_audio_format").await;
+    c.send_json(json!({"type": "session.update", "session": {"input_audio_format": "pcm16", "input_sample_rate": 16000}})).await;
+    assert_eq!(c.next_event().await["type"], "session.updated");
+    c.send_raw(Message::binary(vec![0u8; 641])).await;
+    expect_error(&mut c, "invalid_audio").await;
+    c.send_json(json!({"type": "input_audio_buffer.append", "audio": "%%%not base64"})).await;
+    expect_error(&mut c, "invalid_audio").await;
+    c.send_json(json!({"type": "input_audio_buffer.commit"})).await;
+    expect_error(&mut c, "empty_question").await;
+    still_alive(&mut c).await;
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_with_1009_and_others_keep_working() {
+    let h = harness();
+    let mut bystander = h.connect(TENANT_A).await;
+    let mut c = h.connect(TENANT_A).await;
+    let limit = h.app.config.server.max_frame_bytes;
+    c.send_raw(Message::binary(vec![0u8; limit + 1024])).await;
+    assert_eq!(c.close_code().await, Some(1009));
+    still_alive(&mut bystander).await;
+    let mut fresh = h.connect(TENANT_A).await;
+    still_alive(&mut fresh).await;
+}
+
+#[tokio::test]
+async fn refused_tokens_never_upgrade() {
+    let h = harness();
+    let plain = || h.url().into_client_request().unwrap();
+
+    let (status, body) = h.refused(plain()).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("missing_token")), "{body}");
+
+    let mut req = plain();
+    req.headers_mut().insert("authorization", "Bearer not-a-jwt".parse().unwrap());
+    let (status, body) = h.refused(req).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("malformed_token")), "{body}");
+
+    let expired = h.keys.sign(&Claims { sub: "u".into(), tenant: TENANT_A.into(), role: Role::Technician, iat: 1, exp: 2 });
+    let mut req = plain();
+    req.headers_mut().insert("authorization", format!("Bearer {expired}").parse().unwrap());
+    let (status, body) = h.refused(req).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("token_expired")), "{body}");
+
+    let forged = TokenKeys::new("some-other-secret-value").mint("u", TENANT_A, Role::Admin, 600);
+    let mut req = plain();
+    req.headers_mut().insert("authorization", format!("Bearer {forged}").parse().unwrap());
+    let (status, body) = h.refused(req).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")), "{body}");
+}
+
+#[tokio::test]
+async fn browser_style_tokens_are_accepted() {
+    let h = harness();
+    // Query parameter.
+    let url = format!("{}?token={}", h.url(), h.token(TENANT_A));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("query token accepted");
+    use futures_util::StreamExt;
+    let first = ws.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains("session.created"));
+    // Subprotocol entry, with the server selecting fieldvox.v1.
+    let mut req = h.url().into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", format!("fieldvox.v1, bearer.{}", h.token(TENANT_A)).parse().unwrap());
+    let (_, resp) = tokio_tungstenite::connect_async(req).await.expect("subprotocol token accepted");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "fieldvox.v1");
+}
+
+#[tokio::test]
+async fn ops_endpoints_answer() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    c.send_json(json!({"type": "dance"})).await;
+    c.next_event().await;
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", h.addr);
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    assert_eq!(get("/healthz").await.text().await.unwrap(), "ok");
+    let ready: serde_json::Value = get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    let metrics = get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("fieldvox_sessions_active{transport=\"websocket\"}"), "{metrics}");
+    assert!(metrics.contains("fieldvox_errors_total{code=\"unknown_event\"}"), "{metrics}");
+}

@@ -1,0 +1,109 @@
+//! End to end over `/v1/realtime` with the real models: spoken and typed questions,
+//! grounded answers with citations, and tenant isolation.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const QUESTION: &str = "What torque for the compressor head bolts on the RTU-40?";
+
+fn mentions_38(text: &str) -> bool {
+    let t = text.to_lowercase();
+    t.contains("38") || t.contains("thirty-eight") || t.contains("thirty eight")
+}
+
+#[tokio::test]
+async fn spoken_question_gets_a_spoken_cited_answer() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    // A non-16 kHz input rate exercises resampling on the way in, and 24 kHz on the way out.
+    c.send_json(json!({"type": "session.update", "session": {
+        "input_audio_format": "pcm16", "input_sample_rate": 24000, "output_sample_rate": 24000, "pipeline": "extractive"}}))
+        .await;
+    let updated = c.next_event().await;
+    assert_eq!(updated["type"], "session.updated", "{updated}");
+    assert_eq!(updated["session"]["pipeline"], "extractive");
+
+    let mut audio = vec![0.0; 24_000 / 2];
+    audio.extend(speak(QUESTION, 24_000));
+    audio.extend(vec![0.0; 24_000 * 3 / 2]);
+    c.stream_audio(&audio, 24_000).await;
+
+    let events = c.events_until("response.done").await;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(kinds.contains(&"input_audio_buffer.speech_started"), "{kinds:?}");
+    assert!(kinds.contains(&"input_audio_buffer.speech_stopped"), "{kinds:?}");
+
+    let transcript = of_type(&events, "conversation.item.input_audio_transcription.completed")[0]["transcript"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(transcript.contains("torque") && transcript.contains("compressor"), "transcript: {transcript}");
+
+    let citations = &of_type(&events, "response.citations")[0]["citations"];
+    assert_eq!(citations[0]["title"], MANUAL_TITLE, "{citations}");
+    assert_eq!(citations[0]["page"], 3, "the torque is on page 3: {citations}");
+    assert_eq!(citations[0]["manual_id"], h.manual_id.as_str());
+
+    let done = events.last().unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    for stage in ["stt_ms", "retrieval_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms"] {
+        assert!(done["timings"][stage].as_f64().is_some(), "missing {stage}: {done}");
+    }
+
+    // The answer audio, transcribed back with the same recogniser, states the torque.
+    assert!(c.audio.len() > 24_000 * 2, "at least a second of answer audio, got {} bytes", c.audio.len());
+    let answer = fieldvox::audio::resample::resample(&pcm16_to_f32(&c.audio), 24_000, 16_000);
+    let pipeline = h.app.pipelines.get(Some("extractive")).unwrap();
+    let heard = pipeline.stt.transcribe(answer).await.unwrap();
+    assert!(mentions_38(&heard), "answer audio says: {heard}");
+}
+
+#[tokio::test]
+async fn another_tenant_never_sees_the_manual() {
+    let h = harness();
+    let mut c = h.connect(TENANT_B).await;
+    c.send_json(json!({"type": "session.update", "session": {"pipeline": "extractive"}})).await;
+    c.next_event().await;
+    c.send_json(json!({"type": "conversation.item.create", "item": {"text": QUESTION}})).await;
+    let events = c.events_until("response.done").await;
+    let citations = of_type(&events, "response.citations")[0]["citations"].as_array().unwrap().clone();
+    assert!(citations.iter().all(|c| c["title"] != MANUAL_TITLE), "tenant B got A's manual: {citations:?}");
+    let text = events.last().unwrap()["text"].as_str().unwrap().to_string();
+    assert!(!text.contains("38") && !text.contains("GK-4471"), "tenant B heard A's facts: {text}");
+
+    // And directly at the retrieval layer: B's search for A's words finds only B's manual.
+    let (passages, _) = h.app.kb.retrieve(TENANT_B, None, "compressor head bolts torque RTU-40", 10, -1.0).await.unwrap();
+    assert!(passages.iter().all(|p| !p.text.contains("compressor head bolts")), "{passages:?}");
+}
+
+#[tokio::test]
+async fn typed_question_gets_a_grounded_local_llm_answer() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    c.send_json(json!({"type": "session.update", "session": {"pipeline": "field-assistant", "equipment": "RTU-40"}})).await;
+    c.next_event().await;
+    c.send_json(json!({"type": "conversation.item.create", "item": {"content": [{"type": "input_text", "text": QUESTION}]}}))
+        .await;
+    let events = c.events_until("response.done").await;
+    let deltas: String = of_type(&events, "response.output_text.delta").iter().map(|e| e["delta"].as_str().unwrap()).collect();
+    let done = events.last().unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["text"].as_str().unwrap(), deltas, "done carries the streamed text");
+    assert!(mentions_38(&deltas), "local LLM answer: {deltas}");
+    assert!(of_type(&events, "response.citations")[0]["citations"][0]["page"] == 3);
+    assert!(!c.audio.is_empty(), "the answer is spoken too");
+}
+
+#[tokio::test]
+async fn equipment_scope_limits_retrieval() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    c.send_json(json!({"type": "session.update", "session": {"pipeline": "extractive", "equipment": "RTU-99"}})).await;
+    c.next_event().await;
+    c.send_json(json!({"type": "conversation.item.create", "item": {"text": QUESTION}})).await;
+    let events = c.events_until("response.done").await;
+    assert!(of_type(&events, "response.citations")[0]["citations"].as_array().unwrap().is_empty());
+    assert_eq!(events.last().unwrap()["text"], "I could not find that in your manuals.");
+}
