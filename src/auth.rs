@@ -96,13 +96,11 @@ impl TokenKeys {
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(AuthError::Malformed);
         };
-        let header: serde_json::Value =
-            serde_json::from_slice(&B64.decode(h).map_err(|_| AuthError::Malformed)?)
-                .map_err(|_| AuthError::Malformed)?;
+        let header: serde_json::Value = serde_json::from_slice(&B64.decode(h).map_err(|_| AuthError::Malformed)?)
+            .map_err(|_| AuthError::Malformed)?;
         // Only HS256: refusing "none" and every other algorithm closes alg-confusion attacks.
         if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
             return Err(AuthError::Malformed);

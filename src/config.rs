@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::ModelPaths;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -80,19 +80,6 @@ pub struct WorkersConfig {
     pub onnx_threads: usize,
     /// Requests waiting per pool before callers get `overloaded`.
     pub queue_depth: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            data: DataConfig::default(),
-            models: ModelsConfig::default(),
-            pipelines: PipelinesConfig::default(),
-            workers: WorkersConfig::default(),
-        }
-    }
 }
 
 impl Default for DataConfig {
@@ -188,6 +175,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
     fn file_then_env_override_defaults() {
         let dir = std::env::temp_dir().join(format!("fieldvox-cfg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -195,7 +183,7 @@ mod tests {
         std::fs::write(&file, "[server]\nmax_sessions = 7\n[workers]\nstt = 2\n").unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("FIELDVOX__WORKERS__STT", "3");
-            let config = Config::load(Some(&file)).map_err(|e| e.to_string())?;
+            let config = Config::load(Some(&file)).expect("config loads");
             assert_eq!(config.server.max_sessions, 7);
             assert_eq!(config.workers.stt, 3, "env overrides the file");
             assert_eq!(config.workers.tts, 1, "untouched keys keep defaults");
@@ -213,9 +201,6 @@ mod tests {
         std::fs::write(&file, "[auth]\njwt_secret = \"short\"\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("jwt_secret"), "{err}");
-        assert!(matches!(
-            Config::load(Some(&dir.join("absent.toml"))),
-            Err(ConfigError::MissingFile(_))
-        ));
+        assert!(matches!(Config::load(Some(&dir.join("absent.toml"))), Err(ConfigError::MissingFile(_))));
     }
 }

@@ -144,7 +144,8 @@ struct ErrorResponse<'a> {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = ErrorResponse { error: self.reason(), message: self.to_string(), retryable: self.code().retryable() };
+        let body =
+            ErrorResponse { error: self.reason(), message: self.to_string(), retryable: self.code().retryable() };
         (self.status(), Json(body)).into_response()
     }
 }

@@ -86,7 +86,9 @@ fn main() -> anyhow::Result<()> {
             println!("{}", keys.mint(&user, &tenant, role, ttl.unwrap_or(config.auth.token_ttl_secs)));
             Ok(())
         }
-        Command::Ingest { file, tenant, equipment, title } => runtime()?.block_on(ingest(config, file, tenant, equipment, title)),
+        Command::Ingest { file, tenant, equipment, title } => {
+            runtime()?.block_on(ingest(config, file, tenant, equipment, title))
+        }
         Command::Serve { listen } => {
             if let Some(listen) = listen {
                 config.server.listen = listen;
@@ -100,12 +102,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-async fn ingest(config: Config, file: PathBuf, tenant: String, equipment: String, title: Option<String>) -> anyhow::Result<()> {
+async fn ingest(
+    config: Config,
+    file: PathBuf,
+    tenant: String,
+    equipment: String,
+    title: Option<String>,
+) -> anyhow::Result<()> {
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let filename = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let kb = tokio::task::spawn_blocking(move || KnowledgeBase::open_embedded(&config)).await??;
     let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} chunks").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} chunks")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("embedding {filename}"));
     let progress = |done: usize, total: usize| {

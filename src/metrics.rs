@@ -1,9 +1,7 @@
 //! Every gauge, counter and histogram fieldvox exports, recorded through typed
 //! methods so metric names and labels live in one place.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Pipeline stages whose latency is measured per turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,34 +46,24 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("fieldvox".into()), None).expect("valid prefix");
-        let sessions_active = IntGaugeVec::new(
-            Opts::new("sessions_active", "Sessions currently open, by transport"),
-            &["transport"],
-        )
-        .expect("valid metric");
-        let sessions_opened = IntCounterVec::new(
-            Opts::new("sessions_opened_total", "Sessions opened, by transport"),
-            &["transport"],
-        )
-        .expect("valid metric");
-        let turns = IntCounterVec::new(
-            Opts::new("turns_total", "Voice or text turns finished, by status"),
-            &["status"],
-        )
-        .expect("valid metric");
+        let sessions_active =
+            IntGaugeVec::new(Opts::new("sessions_active", "Sessions currently open, by transport"), &["transport"])
+                .expect("valid metric");
+        let sessions_opened =
+            IntCounterVec::new(Opts::new("sessions_opened_total", "Sessions opened, by transport"), &["transport"])
+                .expect("valid metric");
+        let turns =
+            IntCounterVec::new(Opts::new("turns_total", "Voice or text turns finished, by status"), &["status"])
+                .expect("valid metric");
         let stage_seconds = HistogramVec::new(
             HistogramOpts::new("stage_latency_seconds", "Per-turn latency of each pipeline stage")
-                .buckets(vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
-                ]),
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]),
             &["stage"],
         )
         .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new("errors_total", "Errors reported to clients, by stable code"),
-            &["code"],
-        )
-        .expect("valid metric");
+        let errors =
+            IntCounterVec::new(Opts::new("errors_total", "Errors reported to clients, by stable code"), &["code"])
+                .expect("valid metric");
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sessions_opened.clone()),

@@ -81,10 +81,7 @@ impl ModelPaths {
     }
     /// The Piper voice (`.onnx`) and its config (`.onnx.json`).
     pub fn piper_voice(&self) -> Result<(PathBuf, PathBuf), ModelError> {
-        Ok((
-            self.file("piper/en_US-joe-medium.onnx")?,
-            self.file("piper/en_US-joe-medium.onnx.json")?,
-        ))
+        Ok((self.file("piper/en_US-joe-medium.onnx")?, self.file("piper/en_US-joe-medium.onnx.json")?))
     }
 }
 

@@ -104,17 +104,32 @@ mod tests {
     #[tokio::test]
     async fn runs_jobs_and_refuses_when_full() {
         let pool = WorkerPool::spawn("test", 1, 1, |_| Ok(0u32)).unwrap();
-        assert_eq!(pool.run(|m| { *m += 5; *m }).await, Ok(5));
+        assert_eq!(
+            pool.run(|m| {
+                *m += 5;
+                *m
+            })
+            .await,
+            Ok(5)
+        );
         assert_eq!(pool.run(|m| *m).await, Ok(5), "the worker keeps its model between jobs");
 
         // Block the worker, fill the queue of one, then the next job is refused.
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
         let blocker = tokio::spawn({
             let p = pool.clone();
-            async move { p.run(move |_| { let _ = hold_rx.recv(); }).await }
+            async move {
+                p.run(move |_| {
+                    let _ = hold_rx.recv();
+                })
+                .await
+            }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let queued = tokio::spawn({ let p = pool.clone(); async move { p.run(|m| *m).await } });
+        let queued = tokio::spawn({
+            let p = pool.clone();
+            async move { p.run(|m| *m).await }
+        });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(pool.run(|m| *m).await, Err(PoolError::Overloaded("test")));
         hold_tx.send(()).unwrap();
@@ -131,7 +146,8 @@ mod tests {
 
     #[test]
     fn load_errors_surface() {
-        let r = WorkerPool::<u8>::spawn("test", 2, 1, |i| if i == 1 { Err(ModelError::load("x", "nope")) } else { Ok(0) });
+        let r =
+            WorkerPool::<u8>::spawn("test", 2, 1, |i| if i == 1 { Err(ModelError::load("x", "nope")) } else { Ok(0) });
         assert!(matches!(r, Err(ModelError::Load { .. })));
     }
 }

@@ -49,7 +49,10 @@ async fn audio_format_errors() {
     expect_error(&mut c, "unsupported_audio_format").await;
     c.send_json(json!({"type": "session.update", "session": {"input_sample_rate": 96000}})).await;
     expect_error(&mut c, "unsupported_audio_format").await;
-    c.send_json(json!({"type": "session.update", "session": {"input_audio_format": "pcm16", "input_sample_rate": 16000}})).await;
+    c.send_json(
+        json!({"type": "session.update", "session": {"input_audio_format": "pcm16", "input_sample_rate": 16000}}),
+    )
+    .await;
     assert_eq!(c.next_event().await["type"], "session.updated");
     c.send_raw(Message::binary(vec![0u8; 641])).await;
     expect_error(&mut c, "invalid_audio").await;
@@ -86,7 +89,8 @@ async fn refused_tokens_never_upgrade() {
     let (status, body) = h.refused(req).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("malformed_token")), "{body}");
 
-    let expired = h.keys.sign(&Claims { sub: "u".into(), tenant: TENANT_A.into(), role: Role::Technician, iat: 1, exp: 2 });
+    let expired =
+        h.keys.sign(&Claims { sub: "u".into(), tenant: TENANT_A.into(), role: Role::Technician, iat: 1, exp: 2 });
     let mut req = plain();
     req.headers_mut().insert("authorization", format!("Bearer {expired}").parse().unwrap());
     let (status, body) = h.refused(req).await;
@@ -110,7 +114,8 @@ async fn browser_style_tokens_are_accepted() {
     assert!(first.to_text().unwrap().contains("session.created"));
     // Subprotocol entry, with the server selecting fieldvox.v1.
     let mut req = h.url().into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", format!("fieldvox.v1, bearer.{}", h.token(TENANT_A)).parse().unwrap());
+    req.headers_mut()
+        .insert("sec-websocket-protocol", format!("fieldvox.v1, bearer.{}", h.token(TENANT_A)).parse().unwrap());
     let (_, resp) = tokio_tungstenite::connect_async(req).await.expect("subprotocol token accepted");
     assert_eq!(resp.headers()["sec-websocket-protocol"], "fieldvox.v1");
 }

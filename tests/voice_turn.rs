@@ -74,7 +74,8 @@ async fn another_tenant_never_sees_the_manual() {
     assert!(!text.contains("38") && !text.contains("GK-4471"), "tenant B heard A's facts: {text}");
 
     // And directly at the retrieval layer: B's search for A's words finds only B's manual.
-    let (passages, _) = h.app.kb.retrieve(TENANT_B, None, "compressor head bolts torque RTU-40", 10, -1.0).await.unwrap();
+    let (passages, _) =
+        h.app.kb.retrieve(TENANT_B, None, "compressor head bolts torque RTU-40", 10, -1.0).await.unwrap();
     assert!(passages.iter().all(|p| !p.text.contains("compressor head bolts")), "{passages:?}");
 }
 
@@ -82,12 +83,16 @@ async fn another_tenant_never_sees_the_manual() {
 async fn typed_question_gets_a_grounded_local_llm_answer() {
     let h = harness();
     let mut c = h.connect(TENANT_A).await;
-    c.send_json(json!({"type": "session.update", "session": {"pipeline": "field-assistant", "equipment": "RTU-40"}})).await;
-    c.next_event().await;
-    c.send_json(json!({"type": "conversation.item.create", "item": {"content": [{"type": "input_text", "text": QUESTION}]}}))
+    c.send_json(json!({"type": "session.update", "session": {"pipeline": "field-assistant", "equipment": "RTU-40"}}))
         .await;
+    c.next_event().await;
+    c.send_json(
+        json!({"type": "conversation.item.create", "item": {"content": [{"type": "input_text", "text": QUESTION}]}}),
+    )
+    .await;
     let events = c.events_until("response.done").await;
-    let deltas: String = of_type(&events, "response.output_text.delta").iter().map(|e| e["delta"].as_str().unwrap()).collect();
+    let deltas: String =
+        of_type(&events, "response.output_text.delta").iter().map(|e| e["delta"].as_str().unwrap()).collect();
     let done = events.last().unwrap();
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["text"].as_str().unwrap(), deltas, "done carries the streamed text");

@@ -127,9 +127,19 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!(
             "scenario {:?}: {} sessions, {} connected, {} connect failures, {} dropped, {} turns ok, {} failed, {:.0} s\n",
-            self.scenario, self.sessions, self.connected, self.connect_failures, self.dropped, self.turns_completed, self.turns_failed, self.duration_secs
+            self.scenario,
+            self.sessions,
+            self.connected,
+            self.connect_failures,
+            self.dropped,
+            self.turns_completed,
+            self.turns_failed,
+            self.duration_secs
         );
-        out.push_str(&format!("{:<22} {:>7} {:>9} {:>9} {:>9} {:>9}\n", "latency (ms)", "n", "p50", "p95", "p99", "max"));
+        out.push_str(&format!(
+            "{:<22} {:>7} {:>9} {:>9} {:>9} {:>9}\n",
+            "latency (ms)", "n", "p50", "p95", "p99", "max"
+        ));
         for (name, p) in [
             ("connect", &self.connect_ms),
             ("voice-to-voice", &self.voice_to_voice_ms),
@@ -140,7 +150,10 @@ impl Report {
             ("tts first audio", &self.tts_first_audio_ms),
         ] {
             if p.count > 0 {
-                out.push_str(&format!("{name:<22} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n", p.count, p.p50, p.p95, p.p99, p.max));
+                out.push_str(&format!(
+                    "{name:<22} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
+                    p.count, p.p50, p.p95, p.p99, p.max
+                ));
             }
         }
         if let Some(rss) = self.server_rss_steady_kb {
@@ -153,7 +166,10 @@ impl Report {
             ));
         }
         if let Some(avg) = self.server_cpu_avg_percent {
-            out.push_str(&format!("server CPU: avg {avg:.0}%, max {:.0}% (100% = one core)\n", self.server_cpu_max_percent.unwrap_or(0.0)));
+            out.push_str(&format!(
+                "server CPU: avg {avg:.0}%, max {:.0}% (100% = one core)\n",
+                self.server_cpu_max_percent.unwrap_or(0.0)
+            ));
         }
         for e in self.first_connect_errors.iter().chain(&self.first_drop_reasons).chain(&self.first_turn_errors) {
             out.push_str(&format!("  e.g. {e}\n"));

@@ -8,7 +8,7 @@ pub enum PcmError {
 
 /// Appends the samples of `bytes` to `out`.
 pub fn decode_pcm16(bytes: &[u8], out: &mut Vec<f32>) -> Result<(), PcmError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(PcmError::OddLength(bytes.len()));
     }
     out.extend(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0));

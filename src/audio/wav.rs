@@ -30,7 +30,8 @@ pub fn read_mono(path: &Path) -> Result<(Vec<f32>, u32), WavError> {
 /// Writes mono f32 samples as 16-bit PCM.
 pub fn write_mono(path: &Path, samples: &[f32], rate: u32) -> Result<(), WavError> {
     let err = |e: hound::Error| WavError::Write { path: path.display().to_string(), reason: e.to_string() };
-    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec).map_err(err)?;
     for s in samples {
         w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16).map_err(err)?;

@@ -22,7 +22,11 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Serves until `shutdown` resolves, then drains live sessions (each is told
 /// `session.going_away`) for up to the configured grace period.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -21,22 +21,18 @@ pub fn answer(question: &str, passages: &[Passage]) -> String {
         return "I could not find that in your manuals.".to_string();
     };
     let asked = words(question);
-    let sentences: Vec<&str> = best
-        .text
-        .split_inclusive(['.', '!', '?'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let sentences: Vec<&str> =
+        best.text.split_inclusive(['.', '!', '?']).map(str::trim).filter(|s| !s.is_empty()).collect();
     let overlap = |s: &str| words(s).iter().filter(|w| asked.contains(w)).count();
     let top = sentences.iter().copied().max_by_key(|s| overlap(s)).unwrap_or(best.text.as_str());
     // Keep the sentence after the best one when it continues the instruction.
     let pos = sentences.iter().position(|s| *s == top).unwrap_or(0);
     let mut chosen = top.to_string();
-    if let Some(next) = sentences.get(pos + 1) {
-        if overlap(next) > 0 {
-            chosen.push(' ');
-            chosen.push_str(next);
-        }
+    if let Some(next) = sentences.get(pos + 1)
+        && overlap(next) > 0
+    {
+        chosen.push(' ');
+        chosen.push_str(next);
     }
     format!("According to {}: {}", source_label(best), chosen)
 }
@@ -57,7 +53,10 @@ mod tests {
             score: 0.8,
         };
         let a = answer("What torque for the compressor head bolts?", &[p]);
-        assert_eq!(a, "According to RTU-40 Service Manual, page 12: The compressor head bolts are tightened to 38 N·m.");
+        assert_eq!(
+            a,
+            "According to RTU-40 Service Manual, page 12: The compressor head bolts are tightened to 38 N·m."
+        );
         assert_eq!(answer("anything", &[]), "I could not find that in your manuals.");
     }
 }

@@ -9,6 +9,7 @@
 mod chatml;
 mod gguf_tokenizer;
 mod grounded;
+mod requant;
 mod text_stream;
 
 use std::path::Path;
@@ -45,14 +46,11 @@ impl LocalLlm {
     pub fn load(gguf: &Path) -> Result<Self, ModelError> {
         let started = Instant::now();
         if !gguf.is_file() {
-            return Err(ModelError::Missing {
-                path: gguf.to_path_buf(),
-            });
+            return Err(ModelError::Missing { path: gguf.to_path_buf() });
         }
         let file = std::fs::File::open(gguf).map_err(|e| ModelError::load(MODEL, e))?;
         let mut reader = std::io::BufReader::new(file);
-        let content =
-            gguf_file::Content::read(&mut reader).map_err(|e| ModelError::load(MODEL, e))?;
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| ModelError::load(MODEL, e))?;
 
         let tokenizer = GgufTokenizer::from_gguf(&content)?;
         let trained_context = content
@@ -66,17 +64,17 @@ impl LocalLlm {
         stop_ids.extend(tokenizer.eos_id());
 
         let device = Device::Cpu;
-        let model = ModelWeights::from_gguf(content, &mut reader, &device)
-            .map_err(|e| ModelError::load(MODEL, e))?;
+        let fast =
+            if std::env::var_os("NOREQ").is_some() { None } else { requant::to_fast_gguf(&content, &mut reader)? };
+        let model = match fast {
+            Some(mut fast) => gguf_file::Content::read(&mut fast)
+                .and_then(|content| ModelWeights::from_gguf(content, &mut fast, &device)),
+            None => ModelWeights::from_gguf(content, &mut reader, &device),
+        }
+        .map_err(|e| ModelError::load(MODEL, e))?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(elapsed_ms, context_len, path = %gguf.display(), "local llm loaded");
-        Ok(Self {
-            model,
-            tokenizer,
-            device,
-            context_len,
-            stop_ids,
-        })
+        Ok(Self { model, tokenizer, device, context_len, stop_ids })
     }
 
     /// Positions available to one `generate` call (prompt plus answer).
@@ -98,10 +96,7 @@ impl LocalLlm {
         let Some(budget) = self.context_len.checked_sub(max_tokens) else {
             return Err(ModelError::input(
                 MODEL,
-                format!(
-                    "max_tokens {max_tokens} exceeds the context of {}",
-                    self.context_len
-                ),
+                format!("max_tokens {max_tokens} exceeds the context of {}", self.context_len),
             ));
         };
         let prompt = chatml::prompt_ids(&self.tokenizer, messages, budget)?;
@@ -165,12 +160,9 @@ impl LocalLlm {
 
     /// Logits for the token after `ids`, which start at position `pos`.
     fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Tensor, ModelError> {
-        let input = Tensor::new(ids, &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(|e| ModelError::inference(MODEL, e))?;
-        self.model
-            .forward(&input, pos)
-            .map_err(|e| ModelError::inference(MODEL, e))
+        let input =
+            Tensor::new(ids, &self.device).and_then(|t| t.unsqueeze(0)).map_err(|e| ModelError::inference(MODEL, e))?;
+        self.model.forward(&input, pos).map_err(|e| ModelError::inference(MODEL, e))
     }
 }
 
@@ -187,8 +179,7 @@ fn argmax(logits: &Tensor) -> Result<u32, ModelError> {
             best = Some((i, v));
         }
     }
-    best.and_then(|(i, _)| u32::try_from(i).ok())
-        .ok_or_else(|| ModelError::inference(MODEL, "no finite logits"))
+    best.and_then(|(i, _)| u32::try_from(i).ok()).ok_or_else(|| ModelError::inference(MODEL, "no finite logits"))
 }
 
 #[cfg(test)]
@@ -203,9 +194,7 @@ mod tests {
     fn llm() -> MutexGuard<'static, LocalLlm> {
         static LLM: OnceLock<Mutex<LocalLlm>> = OnceLock::new();
         LLM.get_or_init(|| {
-            let path = ModelPaths::new(ModelPaths::default_root())
-                .smollm2_gguf()
-                .unwrap();
+            let path = ModelPaths::new(ModelPaths::default_root()).smollm2_gguf().unwrap();
             let started = Instant::now();
             let llm = LocalLlm::load(&path).unwrap();
             eprintln!("load: {} ms", started.elapsed().as_millis());
@@ -216,10 +205,7 @@ mod tests {
     }
 
     fn message(role: Role, content: &str) -> ChatMessage {
-        ChatMessage {
-            role,
-            content: content.to_owned(),
-        }
+        ChatMessage { role, content: content.to_owned() }
     }
 
     fn rtu40_messages(question: &str) -> Vec<ChatMessage> {
@@ -230,10 +216,7 @@ mod tests {
                  Replacement gasket part number is GK-4471-B."
                     .to_owned(),
             ),
-            (
-                "RTU-40 Service Manual, page 3".to_owned(),
-                "The RTU-40 rooftop unit uses R-410A refrigerant.".to_owned(),
-            ),
+            ("RTU-40 Service Manual, page 3".to_owned(), "The RTU-40 rooftop unit uses R-410A refrigerant.".to_owned()),
         ];
         vec![
             message(Role::System, DEFAULT_SYSTEM_PROMPT),
@@ -242,11 +225,7 @@ mod tests {
     }
 
     /// The whole answer, plus the number of pieces it arrived in.
-    fn answer(
-        llm: &mut LocalLlm,
-        messages: &[ChatMessage],
-        max_tokens: usize,
-    ) -> (String, usize, usize) {
+    fn answer(llm: &mut LocalLlm, messages: &[ChatMessage], max_tokens: usize) -> (String, usize, usize) {
         let mut text = String::new();
         let mut pieces = 0;
         let started = Instant::now();
@@ -308,10 +287,7 @@ mod tests {
         let mut llm = llm();
         let messages = rtu40_messages("What is the part number of the replacement gasket?");
         let (text, _, _) = answer(&mut llm, &messages, 64);
-        assert!(
-            text.contains("GK-4471-B"),
-            "answer without the part number: {text:?}"
-        );
+        assert!(text.contains("GK-4471-B"), "answer without the part number: {text:?}");
     }
 
     #[test]
@@ -326,10 +302,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(pieces.len(), 1);
-        assert!(
-            tokens >= 1 && tokens <= 2,
-            "generated {tokens} tokens after cancelling"
-        );
+        assert!(tokens >= 1 && tokens <= 2, "generated {tokens} tokens after cancelling");
     }
 
     #[test]
@@ -337,20 +310,14 @@ mod tests {
         let mut llm = llm();
         let messages = vec![
             message(Role::System, "You are a helpful assistant."),
-            message(
-                Role::User,
-                "Write a long story about a technician repairing a rooftop unit.",
-            ),
+            message(Role::User, "Write a long story about a technician repairing a rooftop unit."),
         ];
         let (short, short_tokens, _) = answer(&mut llm, &messages, 5);
         assert_eq!(short_tokens, 5);
         let (long, long_tokens, _) = answer(&mut llm, &messages, 20);
         assert_eq!(long_tokens, 20);
         // Greedy decoding with a fresh KV cache: the short answer is a prefix of the long one.
-        assert!(
-            !short.is_empty() && long.starts_with(&short),
-            "{short:?} vs {long:?}"
-        );
+        assert!(!short.is_empty() && long.starts_with(&short), "{short:?} vs {long:?}");
         let (again, _, _) = answer(&mut llm, &messages, 20);
         assert_eq!(again, long);
     }
@@ -360,14 +327,9 @@ mod tests {
         let mut llm = llm();
         let messages = rtu40_messages("What torque?");
         let too_many = llm.context_len() + 1;
-        let err = llm
-            .generate(&messages, too_many, &mut |_| true)
-            .unwrap_err();
+        let err = llm.generate(&messages, too_many, &mut |_| true).unwrap_err();
         assert!(matches!(err, ModelError::Input { .. }), "{err}");
-        assert!(matches!(
-            llm.generate(&[], 8, &mut |_| true).unwrap_err(),
-            ModelError::Input { .. }
-        ));
+        assert!(matches!(llm.generate(&[], 8, &mut |_| true).unwrap_err(), ModelError::Input { .. }));
     }
 
     #[test]
@@ -390,14 +352,9 @@ mod tests {
         // Control tokens are dropped by decode: check the layout by ids and text.
         assert_eq!(ids[0], 1);
         assert!(text.starts_with("system\nAnswer briefly."), "{text:?}");
-        assert!(
-            text.ends_with("Question: what torque?\nassistant\n"),
-            "{text:?}"
-        );
+        assert!(text.ends_with("Question: what torque?\nassistant\n"), "{text:?}");
         assert!(!text.contains("old question"));
-        assert!(
-            everything.len() > budget && tok.decode(&everything).unwrap().contains("old question")
-        );
+        assert!(everything.len() > budget && tok.decode(&everything).unwrap().contains("old question"));
         // The system prompt alone exceeds a tiny budget.
         let err = chatml::prompt_ids(tok, &messages, 10).unwrap_err();
         assert!(matches!(err, ModelError::Input { .. }), "{err}");

@@ -9,7 +9,7 @@ pub fn source_label(p: &Passage) -> String {
 }
 
 pub fn user_message(passages: &[Passage], question: &str) -> String {
-    let mut out = String::new();
+    let mut out = String::from("Manual passages:\n");
     for (i, p) in passages.iter().enumerate() {
         out.push_str(&format!("[{}] {}: {}\n", i + 1, source_label(p), p.text));
     }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::profile::{self, LlmKind, Profile, ProfileError, SttKind, TtsKind};
 use super::providers::{LlmProvider, SttProvider, TtsProvider};
 use crate::config::Config;
+use crate::llm::LlmError;
 use crate::llm::local::LocalLlm;
 use crate::llm::openai::OpenAiChat;
-use crate::llm::LlmError;
 use crate::models::ModelError;
 use crate::voice::stt::openai::OpenAiTranscriber;
 use crate::voice::stt::whisper::Whisper;
@@ -113,13 +113,24 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
             let provider = match profile.tts.provider {
                 TtsKind::Piper => {
                     let paths = paths.clone();
-                    TtsProvider::Piper(WorkerPool::spawn("tts", w.tts, w.queue_depth, move |_| PiperVoice::load(&paths, threads))?)
+                    TtsProvider::Piper(WorkerPool::spawn("tts", w.tts, w.queue_depth, move |_| {
+                        PiperVoice::load(&paths, threads)
+                    })?)
                 }
-                TtsKind::Espeak => TtsProvider::Espeak(WorkerPool::spawn("tts-espeak", w.tts, w.queue_depth, |_| EspeakVoice::load())?),
+                TtsKind::Espeak => {
+                    TtsProvider::Espeak(WorkerPool::spawn("tts-espeak", w.tts, w.queue_depth, |_| EspeakVoice::load())?)
+                }
                 TtsKind::Openai => {
                     let t = &profile.tts;
                     let (url, model, key) = t.endpoint.resolve().map_err(&provider_err)?;
-                    TtsProvider::OpenAi(OpenAiSpeech::new(&url, key, &model, &t.voice, t.sample_rate, t.endpoint.timeout())?)
+                    TtsProvider::OpenAi(OpenAiSpeech::new(
+                        &url,
+                        key,
+                        &model,
+                        &t.voice,
+                        t.sample_rate,
+                        t.endpoint.timeout(),
+                    )?)
                 }
             };
             let provider = Arc::new(provider);
@@ -144,7 +155,8 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
         LlmKind::Openai => {
             let e = &profile.llm.endpoint;
             let (url, model, key) = e.resolve().map_err(&provider_err)?;
-            let client = OpenAiChat::new(&url, key, &model, e.timeout()).map_err(|e: LlmError| provider_err(e.to_string()))?;
+            let client =
+                OpenAiChat::new(&url, key, &model, e.timeout()).map_err(|e: LlmError| provider_err(e.to_string()))?;
             Arc::new(LlmProvider::OpenAi(client))
         }
     };

@@ -60,10 +60,12 @@ impl TtsProvider {
     pub async fn synthesize(&self, text: String) -> Result<Speech, StageError> {
         let speech = match self {
             TtsProvider::Piper(pool) => {
-                pool.run(move |v| v.synthesize(&text).map(|samples| Speech { samples, sample_rate: v.sample_rate() })).await?
+                pool.run(move |v| v.synthesize(&text).map(|samples| Speech { samples, sample_rate: v.sample_rate() }))
+                    .await?
             }
             TtsProvider::Espeak(pool) => {
-                pool.run(move |v| v.synthesize(&text).map(|samples| Speech { samples, sample_rate: v.sample_rate() })).await?
+                pool.run(move |v| v.synthesize(&text).map(|samples| Speech { samples, sample_rate: v.sample_rate() }))
+                    .await?
             }
             TtsProvider::OpenAi(client) => {
                 client.synthesize(&text).await.map(|samples| Speech { samples, sample_rate: client.sample_rate })
@@ -85,7 +87,12 @@ pub enum LlmProvider {
 impl LlmProvider {
     /// Streams the answer's text pieces into `tx`. Stops early, without error, when
     /// `cancel` is set (barge-in) or the receiver is dropped.
-    pub async fn stream(&self, req: AnswerRequest, tx: mpsc::Sender<String>, cancel: Arc<AtomicBool>) -> Result<(), LlmError> {
+    pub async fn stream(
+        &self,
+        req: AnswerRequest,
+        tx: mpsc::Sender<String>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<(), LlmError> {
         match self {
             LlmProvider::Extractive => {
                 let answer = extractive::answer(&req.question, &req.passages);
@@ -96,7 +103,8 @@ impl LlmProvider {
                 let messages = prompt::messages(&req);
                 let max_tokens = req.max_tokens;
                 pool.run(move |llm| {
-                    let mut on_text = |piece: &str| !cancel.load(Ordering::Relaxed) && tx.blocking_send(piece.to_string()).is_ok();
+                    let mut on_text =
+                        |piece: &str| !cancel.load(Ordering::Relaxed) && tx.blocking_send(piece.to_string()).is_ok();
                     llm.generate(&messages, max_tokens, &mut on_text).map(|_| ())
                 })
                 .await??;

@@ -98,7 +98,13 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
     let profile = &ctx.pipeline.profile;
     let retrieved = ctx
         .kb
-        .retrieve(&ctx.tenant, ctx.equipment.as_deref(), &question, profile.retrieval.top_k, profile.retrieval.min_score)
+        .retrieve(
+            &ctx.tenant,
+            ctx.equipment.as_deref(),
+            &question,
+            profile.retrieval.top_k,
+            profile.retrieval.min_score,
+        )
         .await;
     let passages = match retrieved {
         Ok((passages, rt)) => {
@@ -278,7 +284,8 @@ async fn speak(
         pcm.clear();
         encode_pcm16(&samples, &mut pcm);
         if first_audio.is_none() {
-            let started = ServerEvent::AudioStarted { response_id: ctx.response_id.clone(), sample_rate: ctx.output_rate };
+            let started =
+                ServerEvent::AudioStarted { response_id: ctx.response_id.clone(), sample_rate: ctx.output_rate };
             let _ = ctx.out.send(Outbound::event(&started)).await;
         }
         let frame_bytes = ctx.output_rate as usize * AUDIO_FRAME_MS / 1000 * 2;

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::RagError;
 use crate::cache::{Cache, EMBEDDING_TTL};
-use crate::models::{ModelError, ModelPaths, init_onnxruntime};
+use crate::models::{ModelError, ModelPaths, onnx_environment};
 use crate::vector::DIMENSIONS;
 use crate::workers::WorkerPool;
 
@@ -18,7 +18,7 @@ pub const INGEST_BATCH: usize = 32;
 
 /// Loads the embedding model from the models directory.
 pub fn load_model(paths: &ModelPaths, threads: usize) -> Result<TextEmbedding, ModelError> {
-    init_onnxruntime(paths)?;
+    let env = onnx_environment(paths)?;
     let dir = paths.minilm_dir()?;
     let read = |name: &str| -> Result<Vec<u8>, ModelError> {
         let path = dir.join(name);
@@ -31,7 +31,8 @@ pub fn load_model(paths: &ModelPaths, threads: usize) -> Result<TextEmbedding, M
         tokenizer_config_file: read("tokenizer_config.json")?,
     };
     let model = UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer).with_pooling(Pooling::Mean);
-    let options = InitOptionsUserDefined::default().with_intra_threads(threads).with_max_length(256);
+    let mut options = InitOptionsUserDefined::default().with_intra_threads(threads).with_max_length(256);
+    options.environment = Some(env.clone());
     TextEmbedding::try_new_from_user_defined(model, options).map_err(|e| ModelError::load("embedder", e))
 }
 
@@ -46,7 +47,13 @@ impl Embedder {
         Self { pool, cache }
     }
 
-    pub fn spawn(paths: &ModelPaths, workers: usize, threads: usize, queue: usize, cache: Arc<dyn Cache>) -> Result<Self, ModelError> {
+    pub fn spawn(
+        paths: &ModelPaths,
+        workers: usize,
+        threads: usize,
+        queue: usize,
+        cache: Arc<dyn Cache>,
+    ) -> Result<Self, ModelError> {
         let paths = paths.clone();
         let pool = WorkerPool::spawn("embed", workers, queue, move |_| load_model(&paths, threads))?;
         Ok(Self::new(pool, cache))
@@ -55,10 +62,8 @@ impl Embedder {
     /// Embeds one query, from the cache when this exact text was seen before.
     pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>, RagError> {
         let key = format!("emb:{MODEL_NAME}:{}", hex::encode(Sha256::digest(text.as_bytes())));
-        if let Some(bytes) = self.cache.get(&key).await {
-            if let Some(v) = decode_vector(&bytes) {
-                return Ok(v);
-            }
+        if let Some(v) = self.cache.get(&key).await.and_then(|bytes| decode_vector(&bytes)) {
+            return Ok(v);
         }
         let mut vectors = self.embed_batch(vec![text.to_string()]).await?;
         let vector = vectors.pop().ok_or_else(|| ModelError::inference("embedder", "no vector returned"))?;

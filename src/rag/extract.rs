@@ -39,7 +39,8 @@ pub fn extract(kind: DocumentKind, bytes: &[u8]) -> Result<Vec<PageText>, RagErr
     let pages: Vec<String> = match kind {
         DocumentKind::Pdf => extract_pdf(bytes)?,
         DocumentKind::Text | DocumentKind::Markdown => {
-            let text = std::str::from_utf8(bytes).map_err(|e| RagError::InvalidDocument(format!("not UTF-8 text: {e}")))?;
+            let text =
+                std::str::from_utf8(bytes).map_err(|e| RagError::InvalidDocument(format!("not UTF-8 text: {e}")))?;
             text.split('\u{c}').map(str::to_string).collect()
         }
     };
@@ -134,10 +135,13 @@ pub(crate) mod tests {
     #[test]
     fn text_form_feeds_are_page_breaks() {
         let pages = extract(DocumentKind::Text, b"one\n\n  two   words\x0cpage two").unwrap();
-        assert_eq!(pages, vec![
-            PageText { number: 1, text: "one\n\ntwo words".into() },
-            PageText { number: 2, text: "page two".into() },
-        ]);
+        assert_eq!(
+            pages,
+            vec![
+                PageText { number: 1, text: "one\n\ntwo words".into() },
+                PageText { number: 2, text: "page two".into() },
+            ]
+        );
     }
 
     #[test]
@@ -147,7 +151,10 @@ pub(crate) mod tests {
         assert!(matches!(extract(DocumentKind::Pdf, b"hello"), Err(RagError::InvalidDocument(_))));
         let mut truncated = make_pdf(&["text"]);
         truncated.truncate(truncated.len() / 2);
-        assert!(matches!(extract(DocumentKind::Pdf, &truncated), Err(RagError::InvalidDocument(_) | RagError::EmptyDocument)));
+        assert!(matches!(
+            extract(DocumentKind::Pdf, &truncated),
+            Err(RagError::InvalidDocument(_) | RagError::EmptyDocument)
+        ));
         assert!(matches!(extract(DocumentKind::Text, &[0xff, 0xfe]), Err(RagError::InvalidDocument(_))));
         assert!(matches!(extract(DocumentKind::Markdown, b"  \n "), Err(RagError::EmptyDocument)));
     }

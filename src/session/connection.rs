@@ -14,8 +14,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::protocol::{
-    AudioFormat, ClientEvent, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionInfo, SessionLimits, SessionUpdate,
-    ServerEvent,
+    AudioFormat, ClientEvent, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, ServerEvent, SessionInfo, SessionLimits, SessionUpdate,
 };
 use super::{Outbound, SessionGuard};
 use crate::app::App;
@@ -265,7 +264,10 @@ impl Session {
         for format in [&update.input_audio_format, &update.output_audio_format].into_iter().flatten() {
             if format != "pcm16" {
                 return self
-                    .error(ErrorCode::UnsupportedAudioFormat, format!("audio format {format:?} is not supported; use \"pcm16\""))
+                    .error(
+                        ErrorCode::UnsupportedAudioFormat,
+                        format!("audio format {format:?} is not supported; use \"pcm16\""),
+                    )
                     .await;
             }
         }

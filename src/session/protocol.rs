@@ -258,11 +258,17 @@ mod tests {
 
     #[test]
     fn parses_known_events() {
-        let e = ClientEvent::parse(r#"{"type":"session.update","session":{"input_sample_rate":24000,"equipment":"RTU-40"}}"#).unwrap();
+        let e = ClientEvent::parse(
+            r#"{"type":"session.update","session":{"input_sample_rate":24000,"equipment":"RTU-40"}}"#,
+        )
+        .unwrap();
         let ClientEvent::SessionUpdate(u) = e else { panic!("wrong event") };
         assert_eq!(u.input_sample_rate, Some(24000));
         assert_eq!(u.equipment.as_deref(), Some("RTU-40"));
-        let e = ClientEvent::parse(r#"{"type":"conversation.item.create","item":{"content":[{"type":"input_text","text":"hi there"}]}}"#).unwrap();
+        let e = ClientEvent::parse(
+            r#"{"type":"conversation.item.create","item":{"content":[{"type":"input_text","text":"hi there"}]}}"#,
+        )
+        .unwrap();
         let ClientEvent::ItemCreate(c) = e else { panic!("wrong event") };
         assert_eq!(c.item.text(), "hi there");
         assert!(matches!(ClientEvent::parse(r#"{"type":"ping","event_id":"x"}"#), Ok(ClientEvent::Ping)));

@@ -74,7 +74,8 @@ impl SqliteStore {
 }
 
 fn parse_uuid(s: String) -> rusqlite::Result<Uuid> {
-    Uuid::parse_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    Uuid::parse_str(&s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 #[async_trait]
@@ -214,7 +215,14 @@ mod tests {
             chunks: 1,
             created_at: 1,
         };
-        let c = Chunk { id: Uuid::new_v4(), tenant: tenant.into(), manual_id: id, equipment: "RTU-40".into(), page: 2, text: "38 N·m".into() };
+        let c = Chunk {
+            id: Uuid::new_v4(),
+            tenant: tenant.into(),
+            manual_id: id,
+            equipment: "RTU-40".into(),
+            page: 2,
+            text: "38 N·m".into(),
+        };
         (m, vec![c])
     }
 

@@ -11,10 +11,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    Condition, CreateIndex, Distance, EdgeConfig, EdgeConfigBuilder, EdgeShard,
-    EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, JsonPath,
-    KeywordIndexParams, NamedQuery, OperationError, Payload, PayloadFieldSchema,
-    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
+    Condition, CreateIndex, Distance, EdgeConfig, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
+    FieldCondition, FieldIndexOperations, Filter, JsonPath, KeywordIndexParams, NamedQuery, OperationError, Payload,
+    PayloadFieldSchema, PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
     QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, VectorInternal, VectorStructPersisted,
     WithPayloadInterface, WithVector,
 };
@@ -72,39 +71,28 @@ impl EdgeIndex {
             // Passing the expected config makes load check it against the stored segments.
             EdgeShard::load(dir, Some(config))
         } else {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                VectorError::Unavailable(format!("creating {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| VectorError::Unavailable(format!("creating {}: {e}", dir.display())))?;
             EdgeShard::new(dir, config)
         }
         .map_err(|e| unavailable(&format!("opening {}", dir.display()), e))?;
 
-        let shared = Shared {
-            shard,
-            writes: Mutex::new(()),
-        };
+        let shared = Shared { shard, writes: Mutex::new(()) };
         // Re-issued on every open: idempotent, and edge does not persist the schema for
         // segments it creates later, so this keeps every loaded segment indexed.
         for (field, schema) in payload_indexes() {
-            let operation = UpdateOperation::FieldIndexOperation(
-                FieldIndexOperations::CreateIndex(CreateIndex {
-                    field_name: json_path(field)?,
-                    field_schema: Some(schema),
-                }),
-            );
-            shared
-                .shard
-                .update(operation)
-                .map_err(|e| unavailable("creating payload index", e))?;
+            let operation = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                field_name: json_path(field)?,
+                field_schema: Some(schema),
+            }));
+            shared.shard.update(operation).map_err(|e| unavailable("creating payload index", e))?;
         }
         shared.flush()?;
 
         let points = shared.shard.info().points_count;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(existed, points, elapsed_ms, "edge vector index opened");
-        Ok(Self {
-            inner: Arc::new(shared),
-        })
+        Ok(Self { inner: Arc::new(shared) })
     }
 
     /// Builds HNSW indexes and merges segments; blocking work, worth running after a bulk
@@ -114,10 +102,7 @@ impl EdgeIndex {
         run_blocking(move || {
             let started = Instant::now();
             let _writes = inner.lock_writes();
-            let optimized = inner
-                .shard
-                .optimize()
-                .map_err(|e| unavailable("optimizing", e))?;
+            let optimized = inner.shard.optimize().map_err(|e| unavailable("optimizing", e))?;
             inner.flush()?;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             tracing::debug!(optimized, elapsed_ms, "edge vector index optimized");
@@ -148,10 +133,7 @@ impl VectorIndex for EdgeIndex {
                 let operation = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
                     PointInsertOperations::PointsList(chunk.to_vec()),
                 ));
-                inner
-                    .shard
-                    .update(operation)
-                    .map_err(|e| unavailable("upserting points", e))?;
+                inner.shard.update(operation).map_err(|e| unavailable("upserting points", e))?;
             }
             inner.flush()?;
             let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -186,21 +168,12 @@ impl VectorIndex for EdgeIndex {
         };
 
         let inner = Arc::clone(&self.inner);
-        let scored = run_blocking(move || {
-            inner
-                .shard
-                .query(request)
-                .map_err(|e| unavailable("searching", e))
-        })
-        .await?;
+        let scored = run_blocking(move || inner.shard.query(request).map_err(|e| unavailable("searching", e))).await?;
 
         let mut hits: Vec<VectorHit> = scored
             .into_iter()
             .filter_map(|point| match point.id {
-                PointId::Uuid(chunk_id) => Some(VectorHit {
-                    chunk_id,
-                    score: point.score,
-                }),
+                PointId::Uuid(chunk_id) => Some(VectorHit { chunk_id, score: point.score }),
                 // Only UUID ids are ever written, so a numeric id is foreign data.
                 PointId::NumId(id) => {
                     tracing::warn!(id, "edge vector index returned a numeric point id");
@@ -223,9 +196,7 @@ impl VectorIndex for EdgeIndex {
             let _writes = inner.lock_writes();
             inner
                 .shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePointsByFilter(filter),
-                ))
+                .update(UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter)))
                 .map_err(|e| unavailable("deleting manual", e))?;
             inner.flush()?;
             let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -238,36 +209,17 @@ impl VectorIndex for EdgeIndex {
 
 fn shard_config() -> EdgeConfig {
     // The empty name is qdrant's unnamed default vector.
-    EdgeConfigBuilder::new()
-        .vector(
-            "",
-            EdgeVectorParamsBuilder::new(DIMENSIONS, Distance::Cosine).build(),
-        )
-        .build()
+    EdgeConfigBuilder::new().vector("", EdgeVectorParamsBuilder::new(DIMENSIONS, Distance::Cosine).build()).build()
 }
 
 fn payload_indexes() -> [(&'static str, PayloadFieldSchema); 3] {
-    let keyword = |params: KeywordIndexParams| {
-        PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(params))
-    };
+    let keyword = |params: KeywordIndexParams| PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(params));
     [
         // Every query filters on the tenant, so let qdrant organise storage and HNSW by it.
-        (
-            TENANT_FIELD,
-            keyword(KeywordIndexParams {
-                is_tenant: Some(true),
-                ..KeywordIndexParams::default()
-            }),
-        ),
+        (TENANT_FIELD, keyword(KeywordIndexParams { is_tenant: Some(true), ..KeywordIndexParams::default() })),
         (EQUIPMENT_FIELD, keyword(KeywordIndexParams::default())),
         // Only used to delete a manual: no per-manual HNSW subgraphs.
-        (
-            MANUAL_FIELD,
-            keyword(KeywordIndexParams {
-                enable_hnsw: Some(false),
-                ..KeywordIndexParams::default()
-            }),
-        ),
+        (MANUAL_FIELD, keyword(KeywordIndexParams { enable_hnsw: Some(false), ..KeywordIndexParams::default() })),
     ]
 }
 
@@ -288,31 +240,20 @@ fn check_dimensions(vector: &[f32]) -> Result<(), VectorError> {
     if vector.len() == DIMENSIONS {
         Ok(())
     } else {
-        Err(VectorError::Dimensions {
-            expected: DIMENSIONS,
-            got: vector.len(),
-        })
+        Err(VectorError::Dimensions { expected: DIMENSIONS, got: vector.len() })
     }
 }
 
 fn json_path(field: &str) -> Result<JsonPath, VectorError> {
-    field
-        .parse()
-        .map_err(|_| VectorError::Unavailable(format!("invalid payload key {field}")))
+    field.parse().map_err(|_| VectorError::Unavailable(format!("invalid payload key {field}")))
 }
 
 fn keyword_condition(field: &str, value: &str) -> Result<Condition, VectorError> {
-    Ok(Condition::Field(FieldCondition::new_match(
-        json_path(field)?,
-        value.to_owned().into(),
-    )))
+    Ok(Condition::Field(FieldCondition::new_match(json_path(field)?, value.to_owned().into())))
 }
 
 fn must(conditions: Vec<Condition>) -> Filter {
-    Filter {
-        must: Some(conditions),
-        ..Filter::default()
-    }
+    Filter { must: Some(conditions), ..Filter::default() }
 }
 
 fn unavailable(action: &str, error: OperationError) -> VectorError {
@@ -385,12 +326,7 @@ mod tests {
     }
 
     fn query(tenant: &str, equipment: Option<&str>, vector: Vec<f32>, limit: usize) -> VectorQuery {
-        VectorQuery {
-            tenant: tenant.into(),
-            equipment: equipment.map(Into::into),
-            vector,
-            limit,
-        }
+        VectorQuery { tenant: tenant.into(), equipment: equipment.map(Into::into), vector, limit }
     }
 
     fn ids(points: &[ChunkPoint]) -> HashSet<Uuid> {
@@ -407,35 +343,22 @@ mod tests {
         let index = EdgeIndex::open(&dir.0).unwrap();
         let manual = Uuid::new_v4();
         // Identical vectors for both tenants: only the tenant filter can tell them apart.
-        let a: Vec<_> = (0..5)
-            .map(|i| chunk("acme", "pump", manual, axis(i)))
-            .collect();
-        let b: Vec<_> = (0..5)
-            .map(|i| chunk("bolt", "pump", manual, axis(i)))
-            .collect();
+        let a: Vec<_> = (0..5).map(|i| chunk("acme", "pump", manual, axis(i))).collect();
+        let b: Vec<_> = (0..5).map(|i| chunk("bolt", "pump", manual, axis(i))).collect();
         index.upsert(a.clone()).await.unwrap();
         index.upsert(b.clone()).await.unwrap();
 
         for probe in 0..5 {
-            let as_b = index
-                .search(query("bolt", None, axis(probe), 20))
-                .await
-                .unwrap();
+            let as_b = index.search(query("bolt", None, axis(probe), 20)).await.unwrap();
             assert_eq!(hit_ids(&as_b), ids(&b));
             assert_eq!(as_b[0].chunk_id, b[probe].chunk_id);
 
-            let as_a = index
-                .search(query("acme", None, axis(probe), 20))
-                .await
-                .unwrap();
+            let as_a = index.search(query("acme", None, axis(probe), 20)).await.unwrap();
             assert_eq!(hit_ids(&as_a), ids(&a));
             assert_eq!(as_a[0].chunk_id, a[probe].chunk_id);
         }
 
-        let nobody = index
-            .search(query("carr", None, axis(0), 20))
-            .await
-            .unwrap();
+        let nobody = index.search(query("carr", None, axis(0), 20)).await.unwrap();
         assert!(nobody.is_empty());
         let prefix = index.search(query("acm", None, axis(0), 20)).await.unwrap();
         assert!(prefix.is_empty(), "tenant match must be exact");
@@ -446,35 +369,22 @@ mod tests {
         let dir = TempDir::new("equipment");
         let index = EdgeIndex::open(&dir.0).unwrap();
         let manual = Uuid::new_v4();
-        let pumps: Vec<_> = (0..3)
-            .map(|i| chunk("acme", "pump", manual, axis(i)))
-            .collect();
-        let valves: Vec<_> = (3..6)
-            .map(|i| chunk("acme", "valve", manual, axis(i)))
-            .collect();
+        let pumps: Vec<_> = (0..3).map(|i| chunk("acme", "pump", manual, axis(i))).collect();
+        let valves: Vec<_> = (3..6).map(|i| chunk("acme", "valve", manual, axis(i))).collect();
         // Another tenant's valve must not leak in through the equipment filter.
         let other_valve = chunk("bolt", "valve", manual, axis(0));
         index.upsert(pumps.clone()).await.unwrap();
         index.upsert(valves.clone()).await.unwrap();
         index.upsert(vec![other_valve]).await.unwrap();
 
-        let all = index
-            .search(query("acme", None, axis(0), 10))
-            .await
-            .unwrap();
+        let all = index.search(query("acme", None, axis(0), 10)).await.unwrap();
         assert_eq!(all.len(), 6);
         assert_eq!(all[0].chunk_id, pumps[0].chunk_id);
 
-        let only_valves = index
-            .search(query("acme", Some("valve"), axis(0), 10))
-            .await
-            .unwrap();
+        let only_valves = index.search(query("acme", Some("valve"), axis(0), 10)).await.unwrap();
         assert_eq!(hit_ids(&only_valves), ids(&valves));
 
-        let none = index
-            .search(query("acme", Some("boiler"), axis(0), 10))
-            .await
-            .unwrap();
+        let none = index.search(query("acme", Some("boiler"), axis(0), 10)).await.unwrap();
         assert!(none.is_empty());
     }
 
@@ -484,20 +394,11 @@ mod tests {
         let index = EdgeIndex::open(&dir.0).unwrap();
         let manual = Uuid::new_v4();
         let tilts = [0.0, 0.3, 0.7, 1.2, 2.0, 4.0];
-        let points: Vec<_> = tilts
-            .iter()
-            .map(|&t| chunk("acme", "pump", manual, tilted(t)))
-            .collect();
+        let points: Vec<_> = tilts.iter().map(|&t| chunk("acme", "pump", manual, tilted(t))).collect();
         // Insert in reverse so order cannot come from insertion order.
-        index
-            .upsert(points.iter().rev().cloned().collect())
-            .await
-            .unwrap();
+        index.upsert(points.iter().rev().cloned().collect()).await.unwrap();
 
-        let hits = index
-            .search(query("acme", None, axis(0), 10))
-            .await
-            .unwrap();
+        let hits = index.search(query("acme", None, axis(0), 10)).await.unwrap();
         let order: Vec<Uuid> = hits.iter().map(|h| h.chunk_id).collect();
         let expected: Vec<Uuid> = points.iter().map(|p| p.chunk_id).collect();
         assert_eq!(order, expected);
@@ -522,32 +423,17 @@ mod tests {
         let index = EdgeIndex::open(&dir.0).unwrap();
         let shared_manual = Uuid::new_v4();
         let other_manual = Uuid::new_v4();
-        let a_shared: Vec<_> = (0..3)
-            .map(|i| chunk("acme", "pump", shared_manual, axis(i)))
-            .collect();
-        let a_other: Vec<_> = (3..5)
-            .map(|i| chunk("acme", "pump", other_manual, axis(i)))
-            .collect();
+        let a_shared: Vec<_> = (0..3).map(|i| chunk("acme", "pump", shared_manual, axis(i))).collect();
+        let a_other: Vec<_> = (3..5).map(|i| chunk("acme", "pump", other_manual, axis(i))).collect();
         // Same manual id under another tenant: must survive acme's delete.
-        let b_shared: Vec<_> = (0..3)
-            .map(|i| chunk("bolt", "pump", shared_manual, axis(i)))
-            .collect();
-        index
-            .upsert([a_shared.clone(), a_other.clone(), b_shared.clone()].concat())
-            .await
-            .unwrap();
+        let b_shared: Vec<_> = (0..3).map(|i| chunk("bolt", "pump", shared_manual, axis(i))).collect();
+        index.upsert([a_shared.clone(), a_other.clone(), b_shared.clone()].concat()).await.unwrap();
 
         index.delete_manual("acme", shared_manual).await.unwrap();
 
-        let a_left = index
-            .search(query("acme", None, axis(0), 20))
-            .await
-            .unwrap();
+        let a_left = index.search(query("acme", None, axis(0), 20)).await.unwrap();
         assert_eq!(hit_ids(&a_left), ids(&a_other));
-        let b_left = index
-            .search(query("bolt", None, axis(0), 20))
-            .await
-            .unwrap();
+        let b_left = index.search(query("bolt", None, axis(0), 20)).await.unwrap();
         assert_eq!(hit_ids(&b_left), ids(&b_shared));
 
         // Deleting a manual that has no points is not an error.
@@ -559,9 +445,7 @@ mod tests {
         let dir = TempDir::new("persist");
         let manual = Uuid::new_v4();
         let gone_manual = Uuid::new_v4();
-        let kept: Vec<_> = (0..4)
-            .map(|i| chunk("acme", "pump", manual, axis(i)))
-            .collect();
+        let kept: Vec<_> = (0..4).map(|i| chunk("acme", "pump", manual, axis(i))).collect();
         let mut moved = chunk("acme", "pump", manual, axis(10));
         let gone = chunk("acme", "pump", gone_manual, axis(0));
         {
@@ -576,19 +460,13 @@ mod tests {
         }
 
         let index = EdgeIndex::open(&dir.0).unwrap();
-        let hits = index
-            .search(query("acme", None, axis(0), 20))
-            .await
-            .unwrap();
+        let hits = index.search(query("acme", None, axis(0), 20)).await.unwrap();
         let mut expected = ids(&kept);
         expected.insert(moved.chunk_id);
         assert_eq!(hit_ids(&hits), expected);
         assert_eq!(hits[0].chunk_id, kept[0].chunk_id);
 
-        let valve = index
-            .search(query("acme", Some("valve"), axis(20), 5))
-            .await
-            .unwrap();
+        let valve = index.search(query("acme", Some("valve"), axis(20), 5)).await.unwrap();
         assert_eq!(valve.len(), 1);
         assert_eq!(valve[0].chunk_id, moved.chunk_id);
         assert!((valve[0].score - 1.0).abs() < 1e-4);
@@ -596,31 +474,54 @@ mod tests {
         // The reopened shard still accepts writes.
         let late = chunk("acme", "pump", manual, axis(30));
         index.upsert(vec![late.clone()]).await.unwrap();
-        let hits = index
-            .search(query("acme", None, axis(30), 1))
-            .await
-            .unwrap();
+        let hits = index.search(query("acme", None, axis(30), 1)).await.unwrap();
         assert_eq!(hits[0].chunk_id, late.chunk_id);
     }
 
-    #[tokio::test]
-    async fn acknowledged_writes_survive_without_clean_shutdown() {
-        let dir = TempDir::new("crash");
-        let manual = Uuid::new_v4();
-        let points: Vec<_> = (0..3)
-            .map(|i| chunk("acme", "pump", manual, axis(i)))
-            .collect();
-        let index = EdgeIndex::open(&dir.0).unwrap();
-        index.upsert(points.clone()).await.unwrap();
-        // Skip the shard's flush-on-drop, as a crash would: only the per-batch flush persists.
-        std::mem::forget(index);
+    const CRASH_DIR_ENV: &str = "FIELDVOX_EDGE_CRASH_DIR";
 
-        let reopened = EdgeIndex::open(&dir.0).unwrap();
-        let hits = reopened
-            .search(query("acme", None, axis(0), 10))
-            .await
+    fn crash_points() -> Vec<ChunkPoint> {
+        (0..3u128)
+            .map(|i| ChunkPoint {
+                chunk_id: Uuid::from_u128(i + 1),
+                tenant: "acme".into(),
+                equipment: "pump".into(),
+                manual_id: Uuid::from_u128(99),
+                page: 1,
+                vector: axis(i as usize),
+            })
+            .collect()
+    }
+
+    /// Child half of the crash test: a no-op unless the parent set the env var. It writes,
+    /// then exits the process without running destructors, so the shard's flush-on-drop
+    /// never happens and only the per-batch flush can have persisted the points.
+    #[tokio::test]
+    async fn crash_writer_child() {
+        let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+            return;
+        };
+        let index = EdgeIndex::open(Path::new(&dir)).unwrap();
+        index.upsert(crash_points()).await.unwrap();
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn acknowledged_writes_survive_a_crash() {
+        let dir = TempDir::new("crash");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "vector::edge::tests::crash_writer_child"])
+            .env(CRASH_DIR_ENV, &dir.0)
+            .status()
             .unwrap();
-        assert_eq!(hit_ids(&hits), ids(&points));
+        assert!(status.success());
+
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let hits = runtime.block_on(async {
+            let index = EdgeIndex::open(&dir.0).unwrap();
+            index.search(query("acme", None, axis(0), 10)).await.unwrap()
+        });
+        assert_eq!(hit_ids(&hits), ids(&crash_points()));
     }
 
     #[tokio::test]
@@ -634,24 +535,15 @@ mod tests {
         let err = index.upsert(vec![good, bad]).await.unwrap_err();
         assert!(matches!(
             err,
-            VectorError::Dimensions {
-                expected: DIMENSIONS,
-                got
-            } if got == DIMENSIONS - 1
+            VectorError::Dimensions { expected: DIMENSIONS, got } if got == DIMENSIONS - 1
         ));
         // The valid point of the rejected batch was not written either.
         let hits = index.search(query("acme", None, axis(0), 5)).await.unwrap();
         assert!(hits.is_empty());
 
-        let err = index
-            .search(query("acme", None, vec![0.5; DIMENSIONS + 1], 5))
-            .await
-            .unwrap_err();
+        let err = index.search(query("acme", None, vec![0.5; DIMENSIONS + 1], 5)).await.unwrap_err();
         assert!(matches!(err, VectorError::Dimensions { got, .. } if got == DIMENSIONS + 1));
-        let err = index
-            .search(query("acme", None, Vec::new(), 5))
-            .await
-            .unwrap_err();
+        let err = index.search(query("acme", None, Vec::new(), 5)).await.unwrap_err();
         assert!(matches!(err, VectorError::Dimensions { got: 0, .. }));
     }
 
@@ -667,30 +559,28 @@ mod tests {
                 for round in 0..5 {
                     let batch: Vec<_> = (0..20)
                         .map(|i| {
-                            chunk(
-                                "acme",
-                                "pump",
-                                manual,
-                                axis((writer * 100 + round * 20 + i) % DIMENSIONS),
-                            )
+                            let dim = (writer * 100 + round * 20 + i) % DIMENSIONS;
+                            chunk("acme", "pump", manual, axis(dim))
                         })
                         .collect();
                     index.upsert(batch).await.unwrap();
-                    index
-                        .search(query("acme", None, axis(writer), 5))
-                        .await
-                        .unwrap();
+                    index.search(query("acme", None, axis(writer), 5)).await.unwrap();
                 }
             }));
         }
         for task in tasks {
             task.await.unwrap();
         }
-        let hits = index
-            .search(query("acme", None, axis(0), 1000))
-            .await
-            .unwrap();
+        let hits = index.search(query("acme", None, axis(0), 1000)).await.unwrap();
         assert_eq!(hits.len(), 4 * 5 * 20);
+    }
+
+    #[tokio::test]
+    async fn reopening_an_open_index_fails_cleanly() {
+        let dir = TempDir::new("locked");
+        let _index = EdgeIndex::open(&dir.0).unwrap();
+        // The WAL is file-locked: a second shard on the same directory must not open.
+        assert!(matches!(EdgeIndex::open(&dir.0), Err(VectorError::Unavailable(_))));
     }
 
     /// Deterministic pseudo-random unit vectors (xorshift), no extra dependency.
@@ -728,11 +618,7 @@ mod tests {
         let tenants = ["big", "s1", "s2", "s3", "s4"];
         let points: Vec<ChunkPoint> = (0..10_000)
             .map(|i| {
-                let tenant = if i < 8_000 {
-                    tenants[0]
-                } else {
-                    tenants[1 + i % 4]
-                };
+                let tenant = if i < 8_000 { tenants[0] } else { tenants[1 + i % 4] };
                 let equipment = if i % 2 == 0 { "pump" } else { "valve" };
                 chunk(tenant, equipment, manual, rng.next())
             })
@@ -760,17 +646,11 @@ mod tests {
                     for &p in probes.iter().filter(|&&p| (p < 8_000) == filter_big) {
                         let point = &points[p];
                         let started = Instant::now();
-                        let hits = index
-                            .search(query(&point.tenant, None, point.vector.clone(), 5))
-                            .await
-                            .unwrap();
+                        let hits = index.search(query(&point.tenant, None, point.vector.clone(), 5)).await.unwrap();
                         samples.push(started.elapsed());
                         assert_eq!(hits[0].chunk_id, point.chunk_id, "self is nearest");
-                        let tenant_ids: HashSet<Uuid> = points
-                            .iter()
-                            .filter(|q| q.tenant == point.tenant)
-                            .map(|q| q.chunk_id)
-                            .collect();
+                        let tenant_ids: HashSet<Uuid> =
+                            points.iter().filter(|q| q.tenant == point.tenant).map(|q| q.chunk_id).collect();
                         assert!(hits.iter().all(|h| tenant_ids.contains(&h.chunk_id)));
                     }
                     let (mean, p50) = latency_ms(&mut samples);
@@ -784,21 +664,14 @@ mod tests {
                     let point = &points[p];
                     let started = Instant::now();
                     let hits = index
-                        .search(query(
-                            &point.tenant,
-                            Some(&point.equipment),
-                            point.vector.clone(),
-                            5,
-                        ))
+                        .search(query(&point.tenant, Some(&point.equipment), point.vector.clone(), 5))
                         .await
                         .unwrap();
                     samples.push(started.elapsed());
                     assert_eq!(hits[0].chunk_id, point.chunk_id);
                 }
                 let (mean, p50) = latency_ms(&mut samples);
-                println!(
-                    "edge search ({label}, big tenant + equipment): mean {mean:.2} ms, p50 {p50:.2} ms"
-                );
+                println!("edge search ({label}, big tenant + equipment): mean {mean:.2} ms, p50 {p50:.2} ms");
             }
         };
 
@@ -806,10 +679,27 @@ mod tests {
 
         let started = Instant::now();
         let optimized = index.optimize().await.unwrap();
-        println!(
-            "edge optimize (HNSW build): {:.2}s, optimized={optimized}",
-            started.elapsed().as_secs_f64()
-        );
+        println!("edge optimize (HNSW build): {:.2}s, optimized={optimized}", started.elapsed().as_secs_f64());
         run("after optimize").await;
+
+        let mb = |sub: &str| dir_bytes(&dir.0.join(sub)) as f64 / 1e6;
+        println!("edge disk after 10k points: wal {:.1} MB, segments {:.1} MB", mb("wal"), mb("segments"));
+    }
+
+    /// Bytes actually allocated on disk (WAL segments are sparse preallocated files).
+    fn dir_bytes(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| match entry.metadata() {
+                        Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+                        Ok(meta) => meta.blocks() * 512,
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 }

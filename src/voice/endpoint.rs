@@ -201,11 +201,14 @@ mod tests {
     fn cuts_at_max_length_and_commits_on_demand() {
         let config = EndpointConfig { max_utterance_ms: 1000, ..Default::default() };
         let mut e = Endpointer::new(config);
-        let events = run(&mut e, &vec![0.9; 40]);
-        assert!(matches!(events.last(), Some(Endpoint::SpeechStopped { .. })));
+        let events = run(&mut e, &[0.9; 40]);
+        let Some(Endpoint::SpeechStopped { utterance, .. }) = events.get(1) else { panic!("{events:?}") };
+        assert_eq!(samples_to_ms(utterance.len()), 1024, "cut at the first window past 1 s");
+        // Talking on starts a new utterance.
+        assert!(matches!(events.get(2), Some(Endpoint::SpeechStarted { .. })));
         let mut e = Endpointer::new(EndpointConfig::default());
         assert!(e.commit().is_none());
-        run(&mut e, &vec![0.9; 10]);
+        run(&mut e, &[0.9; 10]);
         assert!(matches!(e.commit(), Some(Endpoint::SpeechStopped { .. })));
     }
 }

@@ -7,7 +7,8 @@ pub struct SentenceSplitter {
 }
 
 /// Abbreviations that end in a period without ending a sentence.
-const ABBREVIATIONS: &[&str] = &["e.g.", "i.e.", "approx.", "fig.", "no.", "p.", "pp.", "vs.", "etc.", "mr.", "dr.", "st."];
+const ABBREVIATIONS: &[&str] =
+    &["e.g.", "i.e.", "approx.", "fig.", "no.", "p.", "pp.", "vs.", "etc.", "mr.", "dr.", "st."];
 
 impl SentenceSplitter {
     /// Adds a delta; returns every sentence it completed.
@@ -43,7 +44,7 @@ impl SentenceSplitter {
                 return Some(next);
             }
             // Need the following character to know whether this ends a sentence.
-            let Some(&after) = bytes.get(next) else { return None };
+            let &after = bytes.get(next)?;
             if !after.is_ascii_whitespace() {
                 continue; // "38.5", "R-410A.", "e.g.x"
             }

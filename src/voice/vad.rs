@@ -82,10 +82,7 @@ impl SileroVad {
         let input = Tensor::from_array(([b, CONTEXT + WINDOW], input)).map_err(err)?;
         let state = Tensor::from_array(([2, b, 128], state)).map_err(err)?;
         let sr = Tensor::from_array(([1usize], vec![SAMPLE_RATE as i64])).map_err(err)?;
-        let outputs = self
-            .session
-            .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])
-            .map_err(err)?;
+        let outputs = self.session.run(ort::inputs!["input" => input, "state" => state, "sr" => sr]).map_err(err)?;
         let (_, probs) = outputs["output"].try_extract_tensor::<f32>().map_err(err)?;
         let (_, new_state) = outputs["stateN"].try_extract_tensor::<f32>().map_err(err)?;
         if probs.len() < b || new_state.len() != 2 * b * 128 {

@@ -56,10 +56,12 @@ pub fn harness() -> &'static Harness {
     HARNESS.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let config = test_config(&temp_dir("harness"));
-                let app = tokio::task::spawn_blocking(move || App::build(config)).await.expect("join").expect("app builds");
+                let app =
+                    tokio::task::spawn_blocking(move || App::build(config)).await.expect("join").expect("app builds");
                 let manual = app
                     .kb
                     .ingest(
@@ -68,7 +70,8 @@ pub fn harness() -> &'static Harness {
                             equipment: "RTU-40".into(),
                             title: Some(MANUAL_TITLE.into()),
                             filename: "rtu40-service-manual.txt".into(),
-                            bytes: std::fs::read(repo().join("tests/fixtures/rtu40-service-manual.txt")).expect("fixture"),
+                            bytes: std::fs::read(repo().join("tests/fixtures/rtu40-service-manual.txt"))
+                                .expect("fixture"),
                         },
                         None,
                     )
@@ -81,7 +84,8 @@ pub fn harness() -> &'static Harness {
                             equipment: "WF-12".into(),
                             title: None,
                             filename: "wf12-operator-guide.txt".into(),
-                            bytes: std::fs::read(repo().join("tests/fixtures/wf12-operator-guide.txt")).expect("fixture"),
+                            bytes: std::fs::read(repo().join("tests/fixtures/wf12-operator-guide.txt"))
+                                .expect("fixture"),
                         },
                         None,
                     )
@@ -126,7 +130,11 @@ impl Harness {
             Ok(_) => panic!("connection was accepted"),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
-                let body = resp.body().as_ref().map(|b| serde_json::from_slice(b).unwrap_or(Value::Null)).unwrap_or(Value::Null);
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
+                    .unwrap_or(Value::Null);
                 (status, body)
             }
             Err(e) => panic!("unexpected error {e}"),
@@ -154,7 +162,11 @@ impl Client {
     /// Next JSON event; binary audio frames on the way are collected into `audio`.
     pub async fn next_event(&mut self) -> Value {
         loop {
-            let msg = tokio::time::timeout(EVENT_TIMEOUT, self.ws.next()).await.expect("event in time").expect("socket open").expect("frame");
+            let msg = tokio::time::timeout(EVENT_TIMEOUT, self.ws.next())
+                .await
+                .expect("event in time")
+                .expect("socket open")
+                .expect("frame");
             match msg {
                 Message::Text(t) => return serde_json::from_str(&t).expect("json event"),
                 Message::Binary(b) => self.audio.extend_from_slice(&b),

@@ -36,11 +36,7 @@ impl EncodedMessage {
         let content = tok.encode_literal(&message.content)?;
         let mut footer = vec![im_end];
         footer.extend(tok.encode_literal("\n")?);
-        Ok(Self {
-            header,
-            content,
-            footer,
-        })
+        Ok(Self { header, content, footer })
     }
 
     fn len(&self) -> usize {
@@ -66,18 +62,12 @@ impl EncodedMessage {
 ///
 /// Errors with [`ModelError::Input`] when there are no messages, or when the
 /// system message and the headers alone leave no room for the last message.
-pub fn prompt_ids(
-    tok: &GgufTokenizer,
-    messages: &[ChatMessage],
-    budget: usize,
-) -> Result<Vec<u32>, ModelError> {
+pub fn prompt_ids(tok: &GgufTokenizer, messages: &[ChatMessage], budget: usize) -> Result<Vec<u32>, ModelError> {
     let Some(last) = messages.last() else {
         return Err(ModelError::input(MODEL, "no messages to answer"));
     };
     let (pinned, rest) = match messages.split_first() {
-        Some((first, rest)) if first.role == Role::System && !rest.is_empty() => {
-            (Some(first), rest)
-        }
+        Some((first, rest)) if first.role == Role::System && !rest.is_empty() => (Some(first), rest),
         _ => (None, messages),
     };
 
@@ -88,10 +78,7 @@ pub fn prompt_ids(
 
     let last_encoded = EncodedMessage::new(tok, last)?;
     let last_overhead = last_encoded.header.len() + last_encoded.footer.len();
-    if budget
-        .checked_sub(fixed + last_overhead)
-        .is_none_or(|room| room == 0)
-    {
+    if budget.checked_sub(fixed + last_overhead).is_none_or(|room| room == 0) {
         return Err(ModelError::input(
             MODEL,
             format!(
@@ -111,19 +98,13 @@ pub fn prompt_ids(
         if len <= room {
             room -= len;
             kept.push(message.into_ids());
-            pending = older
-                .next()
-                .map(|m| EncodedMessage::new(tok, m))
-                .transpose()?;
+            pending = older.next().map(|m| EncodedMessage::new(tok, m)).transpose()?;
         } else {
             let overhead = message.header.len() + message.footer.len();
             if room > overhead {
                 kept.push(message.tail(room - overhead));
             }
-            tracing::debug!(
-                kept_messages = kept.len(),
-                "prompt truncated to the context"
-            );
+            tracing::debug!(kept_messages = kept.len(), "prompt truncated to the context");
             break;
         }
     }

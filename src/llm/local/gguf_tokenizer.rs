@@ -33,14 +33,9 @@ pub struct GgufTokenizer {
 
 impl GgufTokenizer {
     pub fn from_gguf(content: &Content) -> Result<Self, ModelError> {
-        let model = metadata(content, "tokenizer.ggml.model")?
-            .to_string()
-            .map_err(|e| ModelError::load(MODEL, e))?;
+        let model = metadata(content, "tokenizer.ggml.model")?.to_string().map_err(|e| ModelError::load(MODEL, e))?;
         if model != "gpt2" {
-            return Err(ModelError::load(
-                MODEL,
-                format!("unsupported tokenizer model {model:?}"),
-            ));
+            return Err(ModelError::load(MODEL, format!("unsupported tokenizer model {model:?}")));
         }
         let tokens = string_array(metadata(content, "tokenizer.ggml.tokens")?)?;
         let merges: Merges = string_array(metadata(content, "tokenizer.ggml.merges")?)?
@@ -58,10 +53,7 @@ impl GgufTokenizer {
             .map(integer)
             .collect::<Result<Vec<_>, _>>()?;
         if types.len() != tokens.len() {
-            return Err(ModelError::load(
-                MODEL,
-                "token_type and tokens differ in length",
-            ));
+            return Err(ModelError::load(MODEL, "token_type and tokens differ in length"));
         }
         let eos_id = content
             .metadata
@@ -75,10 +67,7 @@ impl GgufTokenizer {
             let id = u32::try_from(id).map_err(|e| ModelError::load(MODEL, e))?;
             vocab.insert(token.clone(), id);
         }
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| ModelError::load(MODEL, e))?;
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| ModelError::load(MODEL, e))?;
 
         let mut tokenizer = Tokenizer::new(bpe);
         tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
@@ -95,22 +84,13 @@ impl GgufTokenizer {
             .map(|(id, (token, _))| (id as u32, token))
             .collect();
         tokenizer
-            .add_special_tokens(
-                controls
-                    .iter()
-                    .map(|(_, t)| AddedToken::from(t.as_str(), true)),
-            )
+            .add_special_tokens(controls.iter().map(|(_, t)| AddedToken::from(t.as_str(), true)))
             .map_err(|e| ModelError::load(MODEL, e))?;
         let control_ids = controls.iter().map(|(id, _)| *id).collect();
 
         let mut literal = tokenizer.clone();
         literal.set_encode_special_tokens(true);
-        Ok(Self {
-            with_specials: tokenizer,
-            literal,
-            control_ids,
-            eos_id,
-        })
+        Ok(Self { with_specials: tokenizer, literal, control_ids, eos_id })
     }
 
     /// Encodes `text`; control-token text becomes the control token.
@@ -125,9 +105,7 @@ impl GgufTokenizer {
 
     /// Decodes `ids`, dropping control tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
-        self.with_specials
-            .decode(ids, true)
-            .map_err(|e| ModelError::inference(MODEL, e))
+        self.with_specials.decode(ids, true).map_err(|e| ModelError::inference(MODEL, e))
     }
 
     /// The id of a control token such as `<|im_start|>`.
@@ -135,9 +113,7 @@ impl GgufTokenizer {
         self.with_specials
             .token_to_id(token)
             .filter(|id| self.control_ids.contains(id))
-            .ok_or_else(|| {
-                ModelError::load(MODEL, format!("vocabulary lacks control token {token}"))
-            })
+            .ok_or_else(|| ModelError::load(MODEL, format!("vocabulary lacks control token {token}")))
     }
 
     /// Every control token id (chat markers, end of text, ...).
@@ -151,17 +127,11 @@ impl GgufTokenizer {
 }
 
 fn encode_with(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, ModelError> {
-    tokenizer
-        .encode_fast(text, false)
-        .map(|e| e.get_ids().to_vec())
-        .map_err(|e| ModelError::input(MODEL, e))
+    tokenizer.encode_fast(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| ModelError::input(MODEL, e))
 }
 
 fn metadata<'a>(content: &'a Content, key: &str) -> Result<&'a Value, ModelError> {
-    content
-        .metadata
-        .get(key)
-        .ok_or_else(|| ModelError::load(MODEL, format!("GGUF metadata lacks {key}")))
+    content.metadata.get(key).ok_or_else(|| ModelError::load(MODEL, format!("GGUF metadata lacks {key}")))
 }
 
 fn string_array(value: &Value) -> Result<Vec<String>, ModelError> {
@@ -169,11 +139,7 @@ fn string_array(value: &Value) -> Result<Vec<String>, ModelError> {
         .to_vec()
         .map_err(|e| ModelError::load(MODEL, e))?
         .iter()
-        .map(|v| {
-            v.to_string()
-                .cloned()
-                .map_err(|e| ModelError::load(MODEL, e))
-        })
+        .map(|v| v.to_string().cloned().map_err(|e| ModelError::load(MODEL, e)))
         .collect()
 }
 
@@ -189,10 +155,7 @@ fn integer(value: &Value) -> Result<i64, ModelError> {
         Value::I64(v) => *v,
         Value::U64(v) => i64::try_from(*v).map_err(|e| ModelError::load(MODEL, e))?,
         other => {
-            return Err(ModelError::load(
-                MODEL,
-                format!("expected an integer, got {other:?}"),
-            ));
+            return Err(ModelError::load(MODEL, format!("expected an integer, got {other:?}")));
         }
     })
 }

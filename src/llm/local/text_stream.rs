@@ -34,10 +34,7 @@ impl TextStream {
     }
 
     fn take_new(&mut self, text: &str) -> Option<String> {
-        let piece = text
-            .get(self.emitted..)
-            .filter(|p| !p.is_empty())?
-            .to_owned();
+        let piece = text.get(self.emitted..).filter(|p| !p.is_empty())?.to_owned();
         self.emitted = text.len();
         Some(piece)
     }

@@ -1,4 +1,4 @@
 //! Speech-to-text engines.
 
-pub mod whisper;
 pub mod openai;
+pub mod whisper;

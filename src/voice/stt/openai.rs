@@ -36,8 +36,14 @@ impl OpenAiTranscriber {
     /// Sends mono 16 kHz audio as a WAV upload; returns the transcript.
     pub async fn transcribe(&self, pcm_16k: &[f32]) -> Result<String, ModelError> {
         let wav = wav_bytes(pcm_16k, 16_000).map_err(|e| ModelError::input(NAME, e))?;
-        let part = reqwest::multipart::Part::bytes(wav).file_name("speech.wav").mime_str("audio/wav").map_err(|e| ModelError::inference(NAME, e))?;
-        let form = reqwest::multipart::Form::new().part("file", part).text("model", self.model.clone()).text("response_format", "json");
+        let part = reqwest::multipart::Part::bytes(wav)
+            .file_name("speech.wav")
+            .mime_str("audio/wav")
+            .map_err(|e| ModelError::inference(NAME, e))?;
+        let form = reqwest::multipart::Form::new()
+            .part("file", part)
+            .text("model", self.model.clone())
+            .text("response_format", "json");
         let mut req = self.http.post(&self.url).multipart(form);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
@@ -52,7 +58,8 @@ impl OpenAiTranscriber {
 }
 
 fn wav_bytes(samples: &[f32], rate: u32) -> Result<Vec<u8>, hound::Error> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut cursor = Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
     {
         let mut w = hound::WavWriter::new(&mut cursor, spec)?;

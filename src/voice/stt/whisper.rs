@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::whisper::{self as wh, Config, audio, model as wm};
+use candle_transformers::models::whisper::{self as wh, Config, model as wm};
 use tokenizers::Tokenizer;
 
 use crate::models::ModelError;
@@ -64,7 +64,7 @@ pub struct Whisper {
     model: wm::Whisper,
     tokenizer: Tokenizer,
     config: Config,
-    filters: Vec<f32>,
+    log_mel: mel::LogMel,
     device: Device,
     /// `<|startoftranscript|>` then, for multilingual models only, language and task, then
     /// `<|notimestamps|>`.
@@ -80,11 +80,7 @@ pub struct Whisper {
 
 fn required(dir: &Path, name: &str) -> Result<std::path::PathBuf, ModelError> {
     let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(ModelError::Missing { path })
-    }
+    if path.is_file() { Ok(path) } else { Err(ModelError::Missing { path }) }
 }
 
 fn load_err(e: impl std::fmt::Display) -> ModelError {
@@ -96,9 +92,7 @@ fn infer_err(e: impl std::fmt::Display) -> ModelError {
 }
 
 fn token_id(tokenizer: &Tokenizer, token: &str) -> Result<u32, ModelError> {
-    tokenizer
-        .token_to_id(token)
-        .ok_or_else(|| load_err(format!("tokenizer has no {token}")))
+    tokenizer.token_to_id(token).ok_or_else(|| load_err(format!("tokenizer has no {token}")))
 }
 
 /// Log-softmax normaliser of `logits` (ignores `-inf` entries).
@@ -112,14 +106,10 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
 
 /// Index and value of the largest logit.
 fn argmax(logits: &[f32]) -> Option<(usize, f32)> {
-    logits
-        .iter()
-        .copied()
-        .enumerate()
-        .fold(None, |best, (i, v)| match best {
-            Some((_, b)) if b >= v => best,
-            _ => Some((i, v)),
-        })
+    logits.iter().copied().enumerate().fold(None, |best, (i, v)| match best {
+        Some((_, b)) if b >= v => best,
+        _ => Some((i, v)),
+    })
 }
 
 impl Whisper {
@@ -132,21 +122,15 @@ impl Whisper {
 
         let ct2 = ct2::Ct2Model::open(&model_bin)?;
         if ct2.spec_name != "WhisperSpec" {
-            return Err(load_err(format!(
-                "model.bin holds a {}, not a WhisperSpec",
-                ct2.spec_name
-            )));
+            return Err(load_err(format!("model.bin holds a {}, not a WhisperSpec", ct2.spec_name)));
         }
-        let ct2_config: Ct2Config = std::fs::read(&config_json)
-            .map_err(load_err)
-            .and_then(|b| serde_json::from_slice(&b).map_err(load_err))?;
+        let ct2_config: Ct2Config =
+            std::fs::read(&config_json).map_err(load_err).and_then(|b| serde_json::from_slice(&b).map_err(load_err))?;
 
         let config = weights::derive_config(&ct2, ct2_config.suppress_ids.clone())?;
         let drift = weights::encoder_position_mismatch(&ct2, &config)?;
         if drift > 1e-2 {
-            return Err(load_err(format!(
-                "encoder positions are not Whisper sinusoids (max diff {drift})"
-            )));
+            return Err(load_err(format!("encoder positions are not Whisper sinusoids (max diff {drift})")));
         }
         let tensors = weights::candle_tensors(&ct2, &config)?;
         drop(ct2);
@@ -158,9 +142,7 @@ impl Whisper {
         let sot = token_id(&tokenizer, wh::SOT_TOKEN)?;
         let eot = token_id(&tokenizer, wh::EOT_TOKEN)?;
         let no_timestamps = token_id(&tokenizer, wh::NO_TIMESTAMPS_TOKEN)?;
-        let no_speech = wh::NO_SPEECH_TOKENS
-            .iter()
-            .find_map(|t| tokenizer.token_to_id(t));
+        let no_speech = wh::NO_SPEECH_TOKENS.iter().find_map(|t| tokenizer.token_to_id(t));
         // OpenAI's rule: English-only checkpoints have a 51864-token vocabulary and take no
         // language or task token; multilingual ones (>= 51865) need `<|en|><|transcribe|>`.
         let multilingual = config.vocab_size >= 51_865;
@@ -173,23 +155,14 @@ impl Whisper {
 
         // Special tokens sit after end-of-text (language, task, timestamp tokens...).
         let vocab = u32::try_from(config.vocab_size).map_err(load_err)?;
-        let mut suppress: Vec<u32> = ct2_config
-            .suppress_ids
-            .iter()
-            .copied()
-            .filter(|&t| t < vocab)
-            .collect();
+        let mut suppress: Vec<u32> = ct2_config.suppress_ids.iter().copied().filter(|&t| t < vocab).collect();
         suppress.extend(eot + 1..vocab);
         suppress.sort_unstable();
         suppress.dedup();
-        let suppress_begin = ct2_config
-            .suppress_ids_begin
-            .iter()
-            .copied()
-            .filter(|&t| t < vocab)
-            .collect();
+        let suppress_begin = ct2_config.suppress_ids_begin.iter().copied().filter(|&t| t < vocab).collect();
 
-        let filters = mel::mel_filters(SAMPLE_RATE, wh::N_FFT, config.num_mel_bins);
+        let log_mel =
+            mel::LogMel::new(SAMPLE_RATE, wh::N_FFT, wh::HOP_LENGTH, config.num_mel_bins, &device).map_err(load_err)?;
         let load_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             load_ms,
@@ -204,7 +177,7 @@ impl Whisper {
             model,
             tokenizer,
             config,
-            filters,
+            log_mel,
             device,
             prompt,
             eot,
@@ -243,9 +216,12 @@ impl Whisper {
         match self.window {
             EncoderWindow::Full => max,
             EncoderWindow::Fitted => {
-                let audio = samples.div_ceil(wh::HOP_LENGTH);
-                let frames = (audio + FITTED_MARGIN_FRAMES).div_ceil(FITTED_ROUND_FRAMES)
-                    * FITTED_ROUND_FRAMES;
+                let audio = samples.div_ceil(wh::HOP_LENGTH); // TMP
+                let (tmp_margin, tmp_round): (usize, usize) = (
+                    std::env::var("TMP_MARGIN").map(|v| v.parse().unwrap()).unwrap_or(FITTED_MARGIN_FRAMES),
+                    std::env::var("TMP_ROUND").map(|v| v.parse().unwrap()).unwrap_or(FITTED_ROUND_FRAMES),
+                ); // TMP
+                let frames = (audio + tmp_margin).div_ceil(tmp_round) * tmp_round; // TMP
                 frames.min(max)
             }
         }
@@ -253,14 +229,8 @@ impl Whisper {
 
     fn transcribe_window(&mut self, pcm: &[f32]) -> Result<String, ModelError> {
         let started = Instant::now();
-        let n_mels = self.config.num_mel_bins;
-        let mel = audio::pcm_to_mel(&self.config, pcm, &self.filters);
-        let n_len = mel.len() / n_mels;
-        let frames = self.frames_for(pcm.len()).min(n_len);
-        let mel = Tensor::from_vec(mel, (1, n_mels, n_len), &self.device)
-            .and_then(|t| t.narrow(2, 0, frames))
-            .and_then(|t| t.contiguous())
-            .map_err(infer_err)?;
+        let frames = self.frames_for(pcm.len());
+        let mel = self.log_mel.compute(pcm, frames, &self.device).map_err(infer_err)?;
         let mel_ms = started.elapsed().as_millis() as u64;
 
         let features = self.model.encoder.forward(&mel, true).map_err(infer_err)?;
@@ -269,11 +239,7 @@ impl Whisper {
         let seconds = pcm.len() / SAMPLE_RATE as usize + 1;
         let budget = (MIN_TOKEN_BUDGET + MAX_TOKENS_PER_SECOND * seconds)
             .min(self.config.max_target_positions / 2)
-            .min(
-                self.config
-                    .max_target_positions
-                    .saturating_sub(self.prompt.len()),
-            );
+            .min(self.config.max_target_positions.saturating_sub(self.prompt.len()));
         let decoded = self.decode(&features, budget).map_err(infer_err)?;
         let decode_ms = started.elapsed().as_millis() as u64 - mel_ms - encode_ms;
 
@@ -283,11 +249,7 @@ impl Whisper {
         let text = if silent {
             String::new()
         } else {
-            self.tokenizer
-                .decode(&decoded.tokens, true)
-                .map_err(infer_err)?
-                .trim()
-                .to_string()
+            self.tokenizer.decode(&decoded.tokens, true).map_err(infer_err)?.trim().to_string()
         };
         tracing::debug!(
             mel_ms,
@@ -306,11 +268,7 @@ impl Whisper {
     /// Logits of the hidden state at `position` of `hidden` (1, seq, d_model).
     fn logits_at(&self, hidden: &Tensor, position: usize) -> candle_core::Result<Vec<f32>> {
         let h = hidden.narrow(1, position, 1)?;
-        self.model
-            .decoder
-            .final_linear(&h)?
-            .flatten_all()?
-            .to_vec1::<f32>()
+        self.model.decoder.final_linear(&h)?.flatten_all()?.to_vec1::<f32>()
     }
 
     /// Greedy decoding from the prompt until end-of-text or `budget` tokens.
@@ -322,9 +280,7 @@ impl Whisper {
         for step in 0..budget {
             let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
             // The first step recomputes the cross-attention cache from the new audio.
-            let t0 = Instant::now();
             let hidden = self.model.decoder.forward(&input, features, step == 0)?;
-            let t1 = Instant::now();
             if step == 0
                 && let Some(ns) = self.no_speech
             {
@@ -335,7 +291,6 @@ impl Whisper {
                 }
             }
             let mut logits = self.logits_at(&hidden, tokens.len() - 1)?;
-            eprintln!("TMP step {step}: fwd {:?} logits {:?}", t1 - t0, t1.elapsed());
             for &t in &self.suppress {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l = f32::NEG_INFINITY;
@@ -362,11 +317,7 @@ impl Whisper {
         let generated = tokens.split_off(self.prompt.len());
         Ok(Decoded {
             tokens: generated,
-            avg_logprob: if scored == 0 {
-                0.0
-            } else {
-                sum_logprob / scored as f32
-            },
+            avg_logprob: if scored == 0 { 0.0 } else { sum_logprob / scored as f32 },
             no_speech_prob,
         })
     }
@@ -378,9 +329,7 @@ mod tests {
     use crate::models::ModelPaths;
 
     fn model_dir() -> std::path::PathBuf {
-        ModelPaths::new(ModelPaths::default_root())
-            .whisper_dir()
-            .unwrap()
+        ModelPaths::new(ModelPaths::default_root()).whisper_dir().unwrap()
     }
 
     /// Linear-interpolation resampler, enough for test speech.
@@ -404,8 +353,7 @@ mod tests {
 
     /// Speaks `text` with espeak-ng and returns it as 16 kHz mono f32.
     fn speak(text: &str, tag: &str) -> Vec<f32> {
-        let path =
-            std::env::temp_dir().join(format!("fieldvox-whisper-{}-{tag}.wav", std::process::id()));
+        let path = std::env::temp_dir().join(format!("fieldvox-whisper-{}-{tag}.wav", std::process::id()));
         let status = std::process::Command::new("espeak-ng")
             .args(["-v", "en-us", "-s", "150", "-w"])
             .arg(&path)
@@ -417,10 +365,7 @@ mod tests {
         let spec = reader.spec();
         assert_eq!(spec.channels, 1);
         assert_eq!(spec.bits_per_sample, 16);
-        let samples: Vec<f32> = reader
-            .samples::<i16>()
-            .map(|s| f32::from(s.unwrap()) / 32768.0)
-            .collect();
+        let samples: Vec<f32> = reader.samples::<i16>().map(|s| f32::from(s.unwrap()) / 32768.0).collect();
         std::fs::remove_file(&path).ok();
         resample_linear(&samples, spec.sample_rate, SAMPLE_RATE)
     }
@@ -431,14 +376,8 @@ mod tests {
         assert_eq!(model.version, 6);
         assert_eq!(model.spec_name, "WhisperSpec");
         assert!(model.revision >= 1);
-        assert_eq!(
-            model.alias_target("decoder/projection/weight"),
-            Some("decoder/embeddings/weight")
-        );
-        assert_eq!(
-            model.variable("decoder/embeddings/weight").unwrap().dtype,
-            ct2::Ct2Dtype::F16
-        );
+        assert_eq!(model.alias_target("decoder/projection/weight"), Some("decoder/embeddings/weight"));
+        assert_eq!(model.variable("decoder/embeddings/weight").unwrap().dtype, ct2::Ct2Dtype::F16);
         assert_eq!(model.scalar_int("encoder/num_heads").unwrap(), 6);
         // fp16 decoding and shape handling must reproduce Whisper's sinusoidal positions.
         let config = weights::derive_config(&model, vec![]).unwrap();
@@ -451,22 +390,11 @@ mod tests {
         let model = ct2::Ct2Model::open(&model_dir().join("model.bin")).unwrap();
         let c = weights::derive_config(&model, vec![]).unwrap();
         assert_eq!(
-            (
-                c.d_model,
-                c.encoder_layers,
-                c.decoder_layers,
-                c.encoder_attention_heads,
-                c.decoder_attention_heads
-            ),
+            (c.d_model, c.encoder_layers, c.decoder_layers, c.encoder_attention_heads, c.decoder_attention_heads),
             (384, 4, 4, 6, 6)
         );
         assert_eq!(
-            (
-                c.vocab_size,
-                c.num_mel_bins,
-                c.max_source_positions,
-                c.max_target_positions
-            ),
+            (c.vocab_size, c.num_mel_bins, c.max_source_positions, c.max_target_positions),
             (51_864, 80, 1500, 448)
         );
         let tensors = weights::candle_tensors(&model, &c).unwrap();
@@ -483,25 +411,67 @@ mod tests {
         assert!(filters.iter().all(|&w| w >= 0.0));
         let bin_hz = 8000.0 / 200.0;
         let mut peaks = Vec::new();
+        let mut areas = Vec::new();
         for (m, row) in filters.chunks(201).enumerate() {
             let sum: f32 = row.iter().sum();
-            // Slaney normalisation: each triangle has unit area in Hz, so sum × bin width ≈ 1.
-            // Low filters are narrower than two bins and sample the triangle coarsely.
+            // Slaney normalisation: each triangle has unit area in Hz, so sum × bin width ≈ 1
+            // (up to how the 40 Hz bins sample each triangle).
             let area = sum * bin_hz;
-            if m >= 20 {
-                assert!((area - 1.0).abs() < 0.02, "row {m} area {area}");
-            } else {
-                assert!(area > 0.3 && area < 1.7, "row {m} area {area}");
-            }
+            assert!((area - 1.0).abs() < 0.1, "row {m} area {area}");
+            areas.push(area);
             peaks.push(argmax(row).unwrap().0);
         }
-        assert!(
-            peaks.windows(2).all(|p| p[0] <= p[1]),
-            "filter centres must rise: {peaks:?}"
-        );
+        assert!(peaks.windows(2).all(|p| p[0] <= p[1]), "filter centres must rise: {peaks:?}");
         // Linear below 1 kHz: the first centre sits at 200/3 × (45.245/81) ≈ 37 Hz, in bin 1.
         assert_eq!(peaks[0], 1);
         assert_eq!(filters[0], 0.0);
+    }
+
+    #[test]
+    fn log_mel_matches_candle_reference() {
+        let pcm = speak("Check the compressor oil level", "mel");
+        let device = Device::Cpu;
+        let ours = mel::LogMel::new(SAMPLE_RATE, 400, 160, 80, &device)
+            .unwrap()
+            .compute(&pcm, wh::N_FRAMES, &device)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        // candle's frames start at i·hop: reflect-pad half a window in front so they are centred.
+        let mut padded: Vec<f32> = (1..=200).rev().map(|i| pcm[i]).collect();
+        padded.extend_from_slice(&pcm);
+        let config = Config {
+            num_mel_bins: 80,
+            max_source_positions: 1500,
+            d_model: 384,
+            encoder_attention_heads: 6,
+            encoder_layers: 4,
+            vocab_size: 51_864,
+            max_target_positions: 448,
+            decoder_attention_heads: 6,
+            decoder_layers: 4,
+            suppress_tokens: vec![],
+        };
+        let filters = mel::mel_filters(SAMPLE_RATE, 400, 80);
+        let theirs = candle_transformers::models::whisper::audio::pcm_to_mel(&config, &padded, &filters);
+        let n_len = theirs.len() / 80;
+        // whisper.cpp's transform (candle's) folds the mirrored half of the spectrum into each
+        // bin, doubling the power: +log10(2)/4 after normalisation.
+        let shift = 2f32.log10() / 4.0;
+        let mut worst = 0f32;
+        for (m, row) in ours.iter().enumerate() {
+            assert_eq!(row.len(), wh::N_FRAMES);
+            for (i, v) in row.iter().enumerate() {
+                worst = worst.max((v + shift - theirs[m * n_len + i]).abs());
+            }
+        }
+        assert!(worst < 2e-3, "log-mel differs from candle's by {worst}");
+        // Speech must span the normalised range (not all clamped).
+        let flat: Vec<f32> = ours.concat();
+        let (lo, hi) = flat.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!((hi - lo - 2.0).abs() < 1e-4, "range {lo}..{hi}");
     }
 
     #[test]
@@ -518,14 +488,9 @@ mod tests {
     #[test]
     fn silence_gives_empty_transcript() {
         let mut whisper = Whisper::load(&model_dir()).unwrap();
-        let text = whisper
-            .transcribe(&vec![0.0; SAMPLE_RATE as usize])
-            .unwrap();
+        let text = whisper.transcribe(&vec![0.0; SAMPLE_RATE as usize]).unwrap();
         eprintln!("silence transcript: {text:?}");
-        assert!(
-            text.chars().filter(|c| c.is_alphanumeric()).count() <= 3,
-            "{text}"
-        );
+        assert!(text.chars().filter(|c| c.is_alphanumeric()).count() <= 3, "{text}");
         assert_eq!(whisper.transcribe(&[]).unwrap(), "");
     }
 
@@ -553,30 +518,15 @@ mod tests {
         let pcm = speak("What torque for the compressor head bolts?", "windows");
         let started = Instant::now();
         let whisper = Whisper::load(&model_dir()).unwrap();
-        eprintln!(
-            "load: {} ms, audio {:.2} s",
-            started.elapsed().as_millis(),
-            pcm.len() as f32 / 16_000.0
-        );
+        eprintln!("load: {} ms, audio {:.2} s", started.elapsed().as_millis(), pcm.len() as f32 / 16_000.0);
         let mut whisper = whisper.with_window(EncoderWindow::Full);
-        for window in [
-            EncoderWindow::Full,
-            EncoderWindow::Fitted,
-            EncoderWindow::Full,
-            EncoderWindow::Fitted,
-        ] {
+        for window in [EncoderWindow::Full, EncoderWindow::Fitted, EncoderWindow::Full, EncoderWindow::Fitted] {
             whisper.window = window;
             let started = Instant::now();
             let text = whisper.transcribe(&pcm).unwrap();
-            eprintln!(
-                "{window:?}: {} ms -> {text:?}",
-                started.elapsed().as_millis()
-            );
+            eprintln!("{window:?}: {} ms -> {text:?}", started.elapsed().as_millis());
             let lower = text.to_lowercase();
-            assert!(
-                lower.contains("torque") && lower.contains("compressor"),
-                "{window:?}: {text}"
-            );
+            assert!(lower.contains("torque") && lower.contains("compressor"), "{window:?}: {text}");
         }
     }
 }

@@ -1,4 +1,4 @@
 //! Text-to-speech engines.
 
-pub mod piper;
 pub mod openai;
+pub mod piper;

@@ -39,7 +39,8 @@ impl OpenAiSpeech {
     }
 
     pub async fn synthesize(&self, text: &str) -> Result<Vec<f32>, ModelError> {
-        let body = serde_json::json!({"model": self.model, "input": text, "voice": self.voice, "response_format": "pcm"});
+        let body =
+            serde_json::json!({"model": self.model, "input": text, "voice": self.voice, "response_format": "pcm"});
         let mut req = self.http.post(&self.url).json(&body);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);

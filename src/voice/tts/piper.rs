@@ -54,10 +54,7 @@ impl PiperVoice {
         espeak::check_voice(&config.espeak.voice)?;
         let environment = crate::models::onnx_environment(paths)?;
         let session = Session::builder(environment)
-            .and_then(|b| {
-                b.with_intra_threads(intra_threads.max(1))
-                    .map_err(Into::into)
-            })
+            .and_then(|b| b.with_intra_threads(intra_threads.max(1)).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(&model_path))
             .map_err(|e| ModelError::load(MODEL, format!("{}: {e}", model_path.display())))?;
@@ -67,11 +64,7 @@ impl PiperVoice {
             ids: PhonemeIds::new(&config),
             espeak_voice: config.espeak.voice.clone(),
             sample_rate: config.audio.sample_rate,
-            scales: [
-                inference.noise_scale,
-                inference.length_scale,
-                inference.noise_w,
-            ],
+            scales: [inference.noise_scale, inference.length_scale, inference.noise_w],
             speaker_id: signature.speaker_id,
             output: signature.output,
             session,
@@ -121,12 +114,7 @@ impl PiperVoice {
             "scales" => Tensor::from_array(([3usize], self.scales.to_vec())).map_err(failed)?,
         };
         if let Some(sid) = self.speaker_id {
-            inputs.push((
-                "sid".into(),
-                Tensor::from_array(([1usize], vec![sid]))
-                    .map_err(failed)?
-                    .into(),
-            ));
+            inputs.push(("sid".into(), Tensor::from_array(([1usize], vec![sid])).map_err(failed)?.into()));
         }
         let outputs = self.session.run(inputs).map_err(failed)?;
         let output = outputs
@@ -134,16 +122,7 @@ impl PiperVoice {
             .ok_or_else(|| ModelError::inference(MODEL, format!("no output {:?}", self.output)))?;
         let (_, samples) = output.try_extract_tensor::<f32>().map_err(failed)?;
         // The decoder can overshoot slightly; NaN would poison any mixer downstream.
-        let audio: Vec<f32> = samples
-            .iter()
-            .map(|&s| {
-                if s.is_finite() {
-                    s.clamp(-1.0, 1.0)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let audio: Vec<f32> = samples.iter().map(|&s| if s.is_finite() { s.clamp(-1.0, 1.0) } else { 0.0 }).collect();
         tracing::debug!(
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             ids = ids.len(),
@@ -185,39 +164,25 @@ impl Signature {
                 }
                 None => {
                     let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-                    return Err(ModelError::load(
-                        MODEL,
-                        format!("model has no {name} input (inputs: {names:?})"),
-                    ));
+                    return Err(ModelError::load(MODEL, format!("model has no {name} input (inputs: {names:?})")));
                 }
             }
         }
-        if let Some(input) = session
-            .inputs()
-            .iter()
-            .find(|i| !matches!(i.name(), "input" | "input_lengths" | "scales" | "sid"))
+        if let Some(input) =
+            session.inputs().iter().find(|i| !matches!(i.name(), "input" | "input_lengths" | "scales" | "sid"))
         {
-            return Err(ModelError::load(
-                MODEL,
-                format!("unexpected model input {}", input.name()),
-            ));
+            return Err(ModelError::load(MODEL, format!("unexpected model input {}", input.name())));
         }
         let speaker_id = find("sid").map(|_| 0);
         if speaker_id.is_none() && num_speakers > 1 {
-            tracing::warn!(
-                num_speakers,
-                "multi-speaker config but the model has no sid input"
-            );
+            tracing::warn!(num_speakers, "multi-speaker config but the model has no sid input");
         }
         let output = session
             .outputs()
             .first()
             .filter(|o| element(o.dtype()) == Some(TensorElementType::Float32))
             .ok_or_else(|| ModelError::load(MODEL, "model has no f32 audio output"))?;
-        Ok(Self {
-            speaker_id,
-            output: output.name().to_owned(),
-        })
+        Ok(Self { speaker_id, output: output.name().to_owned() })
     }
 }
 

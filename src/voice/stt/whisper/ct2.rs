@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::models::ModelError;
 
@@ -95,9 +95,7 @@ impl<'a> Cursor<'a> {
             .pos
             .checked_add(n)
             .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| {
-                ModelError::load(MODEL, format!("model.bin truncated at byte {}", self.pos))
-            })?;
+            .ok_or_else(|| ModelError::load(MODEL, format!("model.bin truncated at byte {}", self.pos)))?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -121,12 +119,9 @@ impl<'a> Cursor<'a> {
         let len = usize::from(self.u16()?);
         let raw = self.take(len)?;
         // The stored length counts the trailing NUL.
-        let text = raw.strip_suffix(&[0]).ok_or_else(|| {
-            ModelError::load(
-                MODEL,
-                format!("unterminated string before byte {}", self.pos),
-            )
-        })?;
+        let text = raw
+            .strip_suffix(&[0])
+            .ok_or_else(|| ModelError::load(MODEL, format!("unterminated string before byte {}", self.pos)))?;
         String::from_utf8(text.to_vec())
             .map_err(|e| ModelError::load(MODEL, format!("non-UTF-8 name in model.bin: {e}")))
     }
@@ -136,12 +131,10 @@ impl Ct2Model {
     /// Reads and parses the whole file (one read; the weights are converted afterwards).
     pub fn open(path: &Path) -> Result<Self, ModelError> {
         if !path.is_file() {
-            return Err(ModelError::Missing {
-                path: path.to_path_buf(),
-            });
+            return Err(ModelError::Missing { path: path.to_path_buf() });
         }
-        let data = std::fs::read(path)
-            .map_err(|e| ModelError::load(MODEL, format!("reading {}: {e}", path.display())))?;
+        let data =
+            std::fs::read(path).map_err(|e| ModelError::load(MODEL, format!("reading {}: {e}", path.display())))?;
         Self::parse(data)
     }
 
@@ -151,9 +144,7 @@ impl Ct2Model {
         if version != SUPPORTED_VERSION {
             return Err(ModelError::load(
                 MODEL,
-                format!(
-                    "CTranslate2 binary version {version} (only {SUPPORTED_VERSION} is supported)"
-                ),
+                format!("CTranslate2 binary version {version} (only {SUPPORTED_VERSION} is supported)"),
             ));
         }
         let spec_name = cur.string()?;
@@ -163,13 +154,10 @@ impl Ct2Model {
         for _ in 0..count {
             let name = cur.string()?;
             let rank = cur.u8()?;
-            let shape = (0..rank)
-                .map(|_| cur.u32().map(|d| d as usize))
-                .collect::<Result<Vec<_>, _>>()?;
+            let shape = (0..rank).map(|_| cur.u32().map(|d| d as usize)).collect::<Result<Vec<_>, _>>()?;
             let type_id = cur.u8()?;
-            let dtype = Ct2Dtype::from_id(type_id).ok_or_else(|| {
-                ModelError::load(MODEL, format!("{name}: unknown dtype id {type_id}"))
-            })?;
+            let dtype = Ct2Dtype::from_id(type_id)
+                .ok_or_else(|| ModelError::load(MODEL, format!("{name}: unknown dtype id {type_id}")))?;
             let n_bytes = cur.u32()? as usize;
             let elements: usize = shape.iter().product();
             if elements * dtype.size() != n_bytes {
@@ -180,14 +168,7 @@ impl Ct2Model {
             }
             let start = cur.pos;
             cur.take(n_bytes)?;
-            variables.insert(
-                name,
-                Ct2Variable {
-                    shape,
-                    dtype,
-                    bytes: start..cur.pos,
-                },
-            );
+            variables.insert(name, Ct2Variable { shape, dtype, bytes: start..cur.pos });
         }
         let n_aliases = cur.u32()?;
         let mut aliases = HashMap::new();
@@ -199,20 +180,10 @@ impl Ct2Model {
         if cur.pos != data.len() {
             return Err(ModelError::load(
                 MODEL,
-                format!(
-                    "{} trailing bytes after the alias table",
-                    data.len() - cur.pos
-                ),
+                format!("{} trailing bytes after the alias table", data.len() - cur.pos),
             ));
         }
-        Ok(Self {
-            version,
-            spec_name,
-            revision,
-            data,
-            variables,
-            aliases,
-        })
+        Ok(Self { version, spec_name, revision, data, variables, aliases })
     }
 
     /// Names of the stored variables (aliases excluded).
@@ -228,9 +199,7 @@ impl Ct2Model {
     /// A variable by name, following one level of aliasing (CTranslate2 never chains them).
     pub fn variable(&self, name: &str) -> Result<&Ct2Variable, ModelError> {
         let resolved = self.aliases.get(name).map_or(name, String::as_str);
-        self.variables
-            .get(resolved)
-            .ok_or_else(|| ModelError::load(MODEL, format!("model.bin has no variable {name}")))
+        self.variables.get(resolved).ok_or_else(|| ModelError::load(MODEL, format!("model.bin has no variable {name}")))
     }
 
     fn bytes(&self, var: &Ct2Variable) -> &[u8] {
@@ -249,10 +218,7 @@ impl Ct2Model {
             Ct2Dtype::I16 => i64::from(i16::from_le_bytes([b[0], b[1]])),
             Ct2Dtype::I32 => i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             other => {
-                return Err(ModelError::load(
-                    MODEL,
-                    format!("{name} is {other:?}, not an integer"),
-                ));
+                return Err(ModelError::load(MODEL, format!("{name} is {other:?}, not an integer")));
             }
         })
     }
@@ -260,20 +226,10 @@ impl Ct2Model {
     /// A floating-point variable widened to f32, as a CPU candle tensor of the stored shape.
     pub fn tensor_f32(&self, name: &str) -> Result<Tensor, ModelError> {
         let var = self.variable(name)?;
-        let b = self.bytes(var);
-        let values: Vec<f32> = match var.dtype {
-            Ct2Dtype::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Ct2Dtype::F16 => b
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Ct2Dtype::Bf16 => b
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let dtype = match var.dtype {
+            Ct2Dtype::F32 => DType::F32,
+            Ct2Dtype::F16 => DType::F16,
+            Ct2Dtype::Bf16 => DType::BF16,
             other => {
                 // int8/int16 weights come with per-row scales (quantized models): not handled here.
                 return Err(ModelError::load(
@@ -282,7 +238,9 @@ impl Ct2Model {
                 ));
             }
         };
-        Tensor::from_vec(values, var.shape.as_slice(), &Device::Cpu)
+        // candle copies the (unaligned, little-endian) bytes and widens them in optimised code.
+        Tensor::from_raw_buffer(self.bytes(var), dtype, &var.shape, &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|e| ModelError::load(MODEL, format!("{name}: {e}")))
     }
 }

@@ -35,20 +35,15 @@ fn count_layers(model: &Ct2Model, prefix: &str) -> usize {
 
 fn dim(model: &Ct2Model, name: &str, axis: usize) -> Result<usize, ModelError> {
     let var = model.variable(name)?;
-    var.shape.get(axis).copied().ok_or_else(|| {
-        ModelError::load(
-            MODEL,
-            format!("{name} has shape {:?}, no axis {axis}", var.shape),
-        )
-    })
+    var.shape
+        .get(axis)
+        .copied()
+        .ok_or_else(|| ModelError::load(MODEL, format!("{name} has shape {:?}, no axis {axis}", var.shape)))
 }
 
 fn positive(model: &Ct2Model, name: &str) -> Result<usize, ModelError> {
     let v = model.scalar_int(name)?;
-    usize::try_from(v)
-        .ok()
-        .filter(|&v| v > 0)
-        .ok_or_else(|| ModelError::load(MODEL, format!("{name} = {v}")))
+    usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| ModelError::load(MODEL, format!("{name} = {v}")))
 }
 
 /// The candle `Config`, read off the stored shapes and head counts.
@@ -68,20 +63,11 @@ pub fn derive_config(model: &Ct2Model, suppress_tokens: Vec<u32>) -> Result<Conf
         suppress_tokens,
     };
     if config.encoder_layers == 0 || config.decoder_layers == 0 {
-        return Err(ModelError::load(
-            MODEL,
-            "model.bin has no encoder or decoder layers",
-        ));
+        return Err(ModelError::load(MODEL, "model.bin has no encoder or decoder layers"));
     }
-    for heads in [
-        config.encoder_attention_heads,
-        config.decoder_attention_heads,
-    ] {
+    for heads in [config.encoder_attention_heads, config.decoder_attention_heads] {
         if d_model % heads != 0 {
-            return Err(ModelError::load(
-                MODEL,
-                format!("d_model {d_model} not divisible by {heads} heads"),
-            ));
+            return Err(ModelError::load(MODEL, format!("d_model {d_model} not divisible by {heads} heads")));
         }
     }
     Ok(config)
@@ -122,20 +108,15 @@ impl Mapper<'_> {
         if rows != d * targets.len() {
             return Err(ModelError::load(
                 MODEL,
-                format!(
-                    "{from}: {rows} rows, expected {} fused projections of {d}",
-                    targets.len()
-                ),
+                format!("{from}: {rows} rows, expected {} fused projections of {d}", targets.len()),
             ));
         }
         for (i, (to, has_bias)) in targets.iter().enumerate() {
             let w = weight.narrow(0, i * d, d).and_then(|t| t.contiguous());
-            self.out
-                .insert(format!("{to}.weight"), w.map_err(|e| candle_err(from, e))?);
+            self.out.insert(format!("{to}.weight"), w.map_err(|e| candle_err(from, e))?);
             if *has_bias {
                 let b = bias.narrow(0, i * d, d).and_then(|t| t.contiguous());
-                self.out
-                    .insert(format!("{to}.bias"), b.map_err(|e| candle_err(from, e))?);
+                self.out.insert(format!("{to}.bias"), b.map_err(|e| candle_err(from, e))?);
             }
         }
         Ok(())
@@ -144,11 +125,7 @@ impl Mapper<'_> {
     fn self_attention(&mut self, from: &str, to: &str) -> Result<(), ModelError> {
         self.split_linear(
             &format!("{from}/linear_0"),
-            &[
-                (&format!("{to}.q_proj"), true),
-                (&format!("{to}.k_proj"), false),
-                (&format!("{to}.v_proj"), true),
-            ],
+            &[(&format!("{to}.q_proj"), true), (&format!("{to}.k_proj"), false), (&format!("{to}.v_proj"), true)],
         )?;
         self.linear(&format!("{from}/linear_1"), &format!("{to}.out_proj"))
     }
@@ -157,10 +134,7 @@ impl Mapper<'_> {
         self.linear(&format!("{from}/linear_0"), &format!("{to}.q_proj"))?;
         self.split_linear(
             &format!("{from}/linear_1"),
-            &[
-                (&format!("{to}.k_proj"), false),
-                (&format!("{to}.v_proj"), true),
-            ],
+            &[(&format!("{to}.k_proj"), false), (&format!("{to}.v_proj"), true)],
         )?;
         self.linear(&format!("{from}/linear_2"), &format!("{to}.out_proj"))
     }
@@ -168,76 +142,36 @@ impl Mapper<'_> {
     fn ffn(&mut self, from: &str, to: &str) -> Result<(), ModelError> {
         self.linear(&format!("{from}/linear_0"), &format!("{to}.fc1"))?;
         self.linear(&format!("{from}/linear_1"), &format!("{to}.fc2"))?;
-        self.layer_norm(
-            &format!("{from}/layer_norm"),
-            &format!("{to}.final_layer_norm"),
-        )
+        self.layer_norm(&format!("{from}/layer_norm"), &format!("{to}.final_layer_norm"))
     }
 }
 
 /// Every tensor candle's `Whisper::load` asks for, keyed by its (Hugging Face style) name.
-pub fn candle_tensors(
-    model: &Ct2Model,
-    config: &Config,
-) -> Result<HashMap<String, Tensor>, ModelError> {
+pub fn candle_tensors(model: &Ct2Model, config: &Config) -> Result<HashMap<String, Tensor>, ModelError> {
     // candle ties the output projection to the token embedding; accept only a tied model.
     if model.alias_target("decoder/projection/weight") != Some("decoder/embeddings/weight") {
-        return Err(ModelError::load(
-            MODEL,
-            "decoder projection is not tied to the token embedding",
-        ));
+        return Err(ModelError::load(MODEL, "decoder projection is not tied to the token embedding"));
     }
-    let mut m = Mapper {
-        model,
-        d_model: config.d_model,
-        out: HashMap::new(),
-    };
+    let mut m = Mapper { model, d_model: config.d_model, out: HashMap::new() };
 
     m.linear("encoder/conv1", "model.encoder.conv1")?;
     m.linear("encoder/conv2", "model.encoder.conv2")?;
     for i in 0..config.encoder_layers {
-        let (from, to) = (
-            format!("encoder/layer_{i}"),
-            format!("model.encoder.layers.{i}"),
-        );
-        m.self_attention(
-            &format!("{from}/self_attention"),
-            &format!("{to}.self_attn"),
-        )?;
-        m.layer_norm(
-            &format!("{from}/self_attention/layer_norm"),
-            &format!("{to}.self_attn_layer_norm"),
-        )?;
+        let (from, to) = (format!("encoder/layer_{i}"), format!("model.encoder.layers.{i}"));
+        m.self_attention(&format!("{from}/self_attention"), &format!("{to}.self_attn"))?;
+        m.layer_norm(&format!("{from}/self_attention/layer_norm"), &format!("{to}.self_attn_layer_norm"))?;
         m.ffn(&format!("{from}/ffn"), &to)?;
     }
     m.layer_norm("encoder/layer_norm", "model.encoder.layer_norm")?;
 
-    m.copy(
-        "decoder/embeddings/weight",
-        "model.decoder.embed_tokens.weight".into(),
-    )?;
-    m.copy(
-        "decoder/position_encodings/encodings",
-        "model.decoder.embed_positions.weight".into(),
-    )?;
+    m.copy("decoder/embeddings/weight", "model.decoder.embed_tokens.weight".into())?;
+    m.copy("decoder/position_encodings/encodings", "model.decoder.embed_positions.weight".into())?;
     for i in 0..config.decoder_layers {
-        let (from, to) = (
-            format!("decoder/layer_{i}"),
-            format!("model.decoder.layers.{i}"),
-        );
-        m.self_attention(
-            &format!("{from}/self_attention"),
-            &format!("{to}.self_attn"),
-        )?;
-        m.layer_norm(
-            &format!("{from}/self_attention/layer_norm"),
-            &format!("{to}.self_attn_layer_norm"),
-        )?;
+        let (from, to) = (format!("decoder/layer_{i}"), format!("model.decoder.layers.{i}"));
+        m.self_attention(&format!("{from}/self_attention"), &format!("{to}.self_attn"))?;
+        m.layer_norm(&format!("{from}/self_attention/layer_norm"), &format!("{to}.self_attn_layer_norm"))?;
         m.cross_attention(&format!("{from}/attention"), &format!("{to}.encoder_attn"))?;
-        m.layer_norm(
-            &format!("{from}/attention/layer_norm"),
-            &format!("{to}.encoder_attn_layer_norm"),
-        )?;
+        m.layer_norm(&format!("{from}/attention/layer_norm"), &format!("{to}.encoder_attn_layer_norm"))?;
         m.ffn(&format!("{from}/ffn"), &to)?;
     }
     m.layer_norm("decoder/layer_norm", "model.decoder.layer_norm")?;
@@ -264,20 +198,11 @@ pub fn sinusoids(length: usize, channels: usize) -> Vec<f32> {
 /// a large value means the model is not the Whisper architecture candle implements.
 pub fn encoder_position_mismatch(model: &Ct2Model, config: &Config) -> Result<f32, ModelError> {
     let stored = model.tensor_f32("encoder/position_encodings/encodings")?;
-    let stored: Vec<f32> = stored
-        .flatten_all()
-        .and_then(|t| t.to_vec1())
-        .map_err(|e| candle_err("encoder positions", e))?;
+    let stored: Vec<f32> =
+        stored.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| candle_err("encoder positions", e))?;
     let expected = sinusoids(config.max_source_positions, config.d_model);
     if stored.len() != expected.len() {
-        return Err(ModelError::load(
-            MODEL,
-            "encoder positions have an unexpected size",
-        ));
+        return Err(ModelError::load(MODEL, "encoder positions have an unexpected size"));
     }
-    Ok(stored
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max))
+    Ok(stored.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max))
 }

@@ -61,10 +61,7 @@ pub(super) struct Clause {
 
 /// Closing quotes and brackets that may sit between punctuation and the following space.
 fn is_closer(c: char) -> bool {
-    matches!(
-        c,
-        '"' | '\'' | ')' | ']' | '}' | '\u{2019}' | '\u{201D}' | '\u{00BB}'
-    )
+    matches!(c, '"' | '\'' | ')' | ']' | '}' | '\u{2019}' | '\u{201D}' | '\u{00BB}')
 }
 
 /// Splits `text` into clauses the way espeak-ng's English reader does in the common cases:
@@ -102,9 +99,7 @@ pub(super) fn split(text: &str) -> Vec<Clause> {
         };
         // Take the whole run of punctuation and closers, then decide whether it breaks.
         let start = i;
-        while i < chars.len()
-            && (Terminator::from_punctuation(chars[i]).is_some() || is_closer(chars[i]))
-        {
+        while i < chars.len() && (Terminator::from_punctuation(chars[i]).is_some() || is_closer(chars[i])) {
             i += 1;
         }
         current.extend(&chars[start..i]);
@@ -112,10 +107,7 @@ pub(super) fn split(text: &str) -> Vec<Clause> {
         let punctuation = chars[start..i].iter().filter(|&&c| !is_closer(c)).count();
         let next = chars.get(i).copied();
         // An ellipsis breaks even when a word follows it directly ("Wait...then").
-        if dots > 1
-            && dots == punctuation
-            && next.is_none_or(|c| c.is_whitespace() || c.is_alphabetic())
-        {
+        if dots > 1 && dots == punctuation && next.is_none_or(|c| c.is_whitespace() || c.is_alphabetic()) {
             push_clause(&mut clauses, &mut current, Terminator::Plain);
             continue;
         }
@@ -139,10 +131,7 @@ pub(super) fn split(text: &str) -> Vec<Clause> {
 fn push_clause(clauses: &mut Vec<Clause>, current: &mut String, terminator: Terminator) {
     let text = current.trim();
     if !text.is_empty() {
-        clauses.push(Clause {
-            text: text.to_owned(),
-            terminator,
-        });
+        clauses.push(Clause { text: text.to_owned(), terminator });
     }
     current.clear();
 }
@@ -152,10 +141,7 @@ mod tests {
     use super::*;
 
     fn ends(text: &str) -> Vec<(String, Terminator)> {
-        split(text)
-            .into_iter()
-            .map(|c| (c.text, c.terminator))
-            .collect()
+        split(text).into_iter().map(|c| (c.text, c.terminator)).collect()
     }
 
     #[test]
@@ -171,17 +157,11 @@ mod tests {
         );
         assert_eq!(
             ends("Use e.g. the wrench, then stop."),
-            vec![
-                ("Use e.g. the wrench,".to_owned(), Comma),
-                ("then stop.".to_owned(), Period)
-            ]
+            vec![("Use e.g. the wrench,".to_owned(), Comma), ("then stop.".to_owned(), Period)]
         );
         assert_eq!(
             ends("A spacer, i.e., the red one"),
-            vec![
-                ("A spacer,".to_owned(), Comma),
-                ("i.e., the red one".to_owned(), Plain)
-            ]
+            vec![("A spacer,".to_owned(), Comma), ("i.e., the red one".to_owned(), Plain)]
         );
         assert_eq!(
             ends("Wait...then go! Really?! Yes"),
@@ -194,11 +174,7 @@ mod tests {
         );
         assert_eq!(
             ends(r#"He said "stop." Then a – b"#),
-            vec![
-                (r#"He said "stop.""#.to_owned(), Period),
-                ("Then a –".to_owned(), Plain),
-                ("b".to_owned(), Plain),
-            ]
+            vec![(r#"He said "stop.""#.to_owned(), Period), ("Then a –".to_owned(), Plain), ("b".to_owned(), Plain),]
         );
         assert!(split("   ").is_empty());
     }

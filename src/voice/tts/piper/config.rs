@@ -55,11 +55,7 @@ pub(super) struct InferenceConfig {
 
 impl Default for InferenceConfig {
     fn default() -> Self {
-        Self {
-            noise_scale: default_noise_scale(),
-            length_scale: default_length_scale(),
-            noise_w: default_noise_w(),
-        }
+        Self { noise_scale: default_noise_scale(), length_scale: default_length_scale(), noise_w: default_noise_w() }
     }
 }
 
@@ -90,32 +86,21 @@ impl VoiceConfig {
         if let Some(kind) = self.phoneme_type.as_deref()
             && kind != "espeak"
         {
-            return Err(ModelError::load(
-                MODEL,
-                format!("phoneme_type {kind:?} is not supported (only espeak)"),
-            ));
+            return Err(ModelError::load(MODEL, format!("phoneme_type {kind:?} is not supported (only espeak)")));
         }
         if self.audio.sample_rate == 0 {
             return Err(ModelError::load(MODEL, "audio.sample_rate is 0"));
         }
         for symbol in [BOS, PAD, EOS] {
             if self.phoneme_id_map.get(symbol).is_none_or(Vec::is_empty) {
-                return Err(ModelError::load(
-                    MODEL,
-                    format!("phoneme_id_map has no ids for {symbol:?}"),
-                ));
+                return Err(ModelError::load(MODEL, format!("phoneme_id_map has no ids for {symbol:?}")));
             }
         }
         let scales = &self.inference;
-        if ![scales.noise_scale, scales.length_scale, scales.noise_w]
-            .iter()
-            .all(|s| s.is_finite())
+        if ![scales.noise_scale, scales.length_scale, scales.noise_w].iter().all(|s| s.is_finite())
             || scales.length_scale <= 0.0
         {
-            return Err(ModelError::load(
-                MODEL,
-                format!("invalid inference scales {scales:?}"),
-            ));
+            return Err(ModelError::load(MODEL, format!("invalid inference scales {scales:?}")));
         }
         Ok(())
     }

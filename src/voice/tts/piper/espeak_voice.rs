@@ -33,10 +33,7 @@ impl EspeakVoice {
             voice,
             "espeak voice loaded"
         );
-        Ok(Self {
-            voice: voice.to_owned(),
-            sample_rate: probe.sample_rate,
-        })
+        Ok(Self { voice: voice.to_owned(), sample_rate: probe.sample_rate })
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -54,10 +51,7 @@ impl EspeakVoice {
         if wav.sample_rate != self.sample_rate {
             return Err(ModelError::inference(
                 MODEL,
-                format!(
-                    "sample rate changed from {} to {}",
-                    self.sample_rate, wav.sample_rate
-                ),
+                format!("sample rate changed from {} to {}", self.sample_rate, wav.sample_rate),
             ));
         }
         tracing::debug!(
@@ -77,8 +71,7 @@ struct Wav {
 /// Reads the 16-bit PCM WAV espeak writes to a pipe. Its sizes are placeholders (espeak
 /// cannot seek back to fill them in), so the data runs to the end of the stream.
 fn parse_wav(bytes: &[u8]) -> Result<Wav, ModelError> {
-    let bad =
-        |reason: &str| ModelError::inference(MODEL, format!("unreadable WAV output: {reason}"));
+    let bad = |reason: &str| ModelError::inference(MODEL, format!("unreadable WAV output: {reason}"));
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err(bad("no RIFF/WAVE header"));
     }
@@ -86,23 +79,17 @@ fn parse_wav(bytes: &[u8]) -> Result<Wav, ModelError> {
     let mut at = 12;
     while at + 8 <= bytes.len() {
         let id = &bytes[at..at + 4];
-        let size = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
-            as usize;
+        let size = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]) as usize;
         let body = at + 8;
         if id == b"fmt " {
-            let fmt = bytes
-                .get(body..body + 16)
-                .ok_or_else(|| bad("short fmt chunk"))?;
+            let fmt = bytes.get(body..body + 16).ok_or_else(|| bad("short fmt chunk"))?;
             let u16_at = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
             let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
             format = Some((u16_at(0), u16_at(2), rate, u16_at(14)));
         } else if id == b"data" {
-            let (tag, channels, sample_rate, bits) =
-                format.ok_or_else(|| bad("data before fmt"))?;
+            let (tag, channels, sample_rate, bits) = format.ok_or_else(|| bad("data before fmt"))?;
             if tag != 1 || bits != 16 || channels == 0 {
-                return Err(bad(&format!(
-                    "unsupported format tag {tag}, {bits} bits, {channels} channels"
-                )));
+                return Err(bad(&format!("unsupported format tag {tag}, {bits} bits, {channels} channels")));
             }
             let end = body.saturating_add(size).min(bytes.len());
             let frame = 2 * usize::from(channels);
@@ -111,10 +98,7 @@ fn parse_wav(bytes: &[u8]) -> Result<Wav, ModelError> {
                 .chunks_exact(frame)
                 .map(|f| f32::from(i16::from_le_bytes([f[0], f[1]])) / 32768.0)
                 .collect();
-            return Ok(Wav {
-                sample_rate,
-                samples,
-            });
+            return Ok(Wav { sample_rate, samples });
         }
         at = body.saturating_add(size + (size & 1));
     }

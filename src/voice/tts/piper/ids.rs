@@ -35,19 +35,12 @@ impl PhonemeIds {
             .filter(|chars| chars.len() > 1)
             .collect();
         clusters.sort_by_key(|chars| std::cmp::Reverse(chars.len()));
-        Self {
-            map,
-            clusters,
-            bos,
-            pad,
-            eos,
-        }
+        Self { map, clusters, bos, pad, eos }
     }
 
     #[cfg(test)]
     pub fn contains(&self, phoneme: char) -> bool {
-        self.map
-            .contains_key(phoneme.encode_utf8(&mut [0; 4]) as &str)
+        self.map.contains_key(phoneme.encode_utf8(&mut [0; 4]) as &str)
     }
 
     /// Ids for one sentence of IPA. Precomposed characters are decomposed first (NFD), as
@@ -60,11 +53,7 @@ impl PhonemeIds {
         let mut skipped = 0;
         let mut i = 0;
         while i < chars.len() {
-            let width = self
-                .clusters
-                .iter()
-                .find(|cluster| chars[i..].starts_with(cluster))
-                .map_or(1, Vec::len);
+            let width = self.clusters.iter().find(|cluster| chars[i..].starts_with(cluster)).map_or(1, Vec::len);
             let phoneme: String = chars[i..i + width].iter().collect();
             i += width;
             match self.map.get(&phoneme) {

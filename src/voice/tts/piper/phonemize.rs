@@ -22,10 +22,7 @@ pub(super) fn sentences(text: &str, voice: &str) -> Result<Vec<String>, ModelErr
         None => {
             // espeak broke the text elsewhere than expected (as after "Stop! !"): ask
             // sentence by sentence, so a disagreement only costs that sentence its commas.
-            tracing::debug!(
-                clauses = clauses.len(),
-                "espeak clause breaks differ, phonemizing per sentence"
-            );
+            tracing::debug!(clauses = clauses.len(), "espeak clause breaks differ, phonemizing per sentence");
             let mut phonemes = Vec::with_capacity(clauses.len());
             for sentence in clauses.split_inclusive(|c| c.terminator.ends_sentence()) {
                 let text: Vec<&str> = sentence.iter().map(|c| c.text.as_str()).collect();
@@ -61,13 +58,7 @@ fn aligned(lines: &[String], clauses: &[Clause]) -> Option<Vec<(String, Terminat
     {
         lines = rest;
     }
-    (lines.len() == clauses.len()).then(|| {
-        lines
-            .iter()
-            .cloned()
-            .zip(clauses.iter().map(|c| c.terminator))
-            .collect()
-    })
+    (lines.len() == clauses.len()).then(|| lines.iter().cloned().zip(clauses.iter().map(|c| c.terminator)).collect())
 }
 
 /// Joins each clause's phonemes with its punctuation and cuts sentences at `.` `?` `!`.
@@ -126,11 +117,7 @@ mod tests {
 
     #[test]
     fn punctuation_and_sentences_follow_piper() {
-        let got = sentences(
-            "Check the seal, then stop. Is it tight? Mr. Smith knows",
-            "en-us",
-        )
-        .unwrap();
+        let got = sentences("Check the seal, then stop. Is it tight? Mr. Smith knows", "en-us").unwrap();
         assert!(got[0].contains(", ") && got[0].ends_with('.'), "{got:?}");
         assert!(got[0].contains("ˈ"), "stress marks kept: {got:?}");
         assert!(got[1].ends_with('?'), "{got:?}");
@@ -143,16 +130,8 @@ mod tests {
     fn disagreeing_clause_breaks_cost_only_their_sentence() {
         // espeak reads the lone "!" aloud inside the next clause; the splitter ends a clause there.
         let got = sentences("Check it, then go. Stop! ! Go now. Done, finally.", "en-us").unwrap();
-        assert!(
-            got.first()
-                .is_some_and(|s| s.contains(", ") && s.ends_with('.')),
-            "{got:?}"
-        );
-        assert!(
-            got.last()
-                .is_some_and(|s| s.contains(", ") && s.ends_with('.')),
-            "{got:?}"
-        );
+        assert!(got.first().is_some_and(|s| s.contains(", ") && s.ends_with('.')), "{got:?}");
+        assert!(got.last().is_some_and(|s| s.contains(", ") && s.ends_with('.')), "{got:?}");
         assert!(got.iter().any(|s| s.contains("nˈaʊ")), "{got:?}");
         // A closing quote at the very end makes espeak print an empty extra clause.
         let quoted = sentences("He said: \"Go.\"", "en-us").unwrap();

@@ -15,12 +15,8 @@ fn rms(samples: &[f32]) -> f32 {
 }
 
 fn write_wav(path: &str, samples: &[f32], sample_rate: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut writer = hound::WavWriter::create(path, spec).unwrap();
     for &s in samples {
         writer.write_sample((s * 32767.0).round() as i16).unwrap();
@@ -37,10 +33,7 @@ fn synthesizes_a_plausible_sentence() {
     assert!((1.5..8.0).contains(&seconds), "duration {seconds} s");
     let energy = rms(&audio);
     assert!(energy > 0.02, "rms {energy} is near silence");
-    assert!(
-        audio.iter().all(|s| (-1.0..=1.0).contains(s)),
-        "samples outside [-1, 1]"
-    );
+    assert!(audio.iter().all(|s| (-1.0..=1.0).contains(s)), "samples outside [-1, 1]");
     write_wav("/tmp/piper_test.wav", &audio, voice.sample_rate());
     eprintln!("piper: {seconds:.2} s of audio, rms {energy:.3}, wrote /tmp/piper_test.wav");
 }
@@ -58,40 +51,25 @@ fn unmappable_text_does_not_panic() {
     // Symbols with no phonemes and no ids: either silence or a short utterance, never a panic.
     for text in ["\u{1F527}\u{1F529}", "…", "— ·", "[[ ]]", "\u{0007}"] {
         let audio = voice.synthesize(text).unwrap();
-        assert!(
-            audio
-                .iter()
-                .all(|s| s.is_finite() && (-1.0..=1.0).contains(s)),
-            "{text:?}"
-        );
+        assert!(audio.iter().all(|s| s.is_finite() && (-1.0..=1.0).contains(s)), "{text:?}");
     }
 }
 
 #[test]
 fn manual_units_and_part_numbers_are_spoken() {
     let mut voice = PiperVoice::load(&paths(), 1).unwrap();
-    let audio = voice
-        .synthesize("Torque to 38 N·m on the RTU-40, P/N 4471-B.")
-        .unwrap();
+    let audio = voice.synthesize("Torque to 38 N·m on the RTU-40, P/N 4471-B.").unwrap();
     let seconds = audio.len() as f32 / voice.sample_rate() as f32;
-    assert!(
-        seconds > 1.5,
-        "digits and units should be read out, got {seconds} s"
-    );
+    assert!(seconds > 1.5, "digits and units should be read out, got {seconds} s");
     let phonemes = phonemize("38 N·m, RTU-40", "en-us").unwrap();
-    assert!(
-        phonemes.contains("θˈɜːɾi"),
-        "espeak reads the digits: {phonemes}"
-    );
+    assert!(phonemes.contains("θˈɜːɾi"), "espeak reads the digits: {phonemes}");
 }
 
 #[test]
 fn several_sentences_are_all_spoken() {
     let mut voice = PiperVoice::load(&paths(), 1).unwrap();
     let one = voice.synthesize("Close the valve.").unwrap();
-    let two = voice
-        .synthesize("Close the valve. Then open the bleed screw and wait.")
-        .unwrap();
+    let two = voice.synthesize("Close the valve. Then open the bleed screw and wait.").unwrap();
     assert!(two.len() > one.len() * 2, "{} vs {}", two.len(), one.len());
 }
 
@@ -100,16 +78,10 @@ fn phonemize_gives_ipa_the_voice_knows() {
     let voice = PiperVoice::load(&paths(), 1).unwrap();
     let started = Instant::now();
     let phonemes = phonemize("torque", "en-us").unwrap();
-    eprintln!(
-        "phonemize(\"torque\") = {phonemes:?} in {:?}",
-        started.elapsed()
-    );
+    eprintln!("phonemize(\"torque\") = {phonemes:?} in {:?}", started.elapsed());
     let ipa: Vec<char> = phonemes.chars().filter(|c| !c.is_ascii()).collect();
     assert!(!ipa.is_empty(), "no IPA characters in {phonemes:?}");
-    assert!(
-        ipa.iter().all(|&c| voice.ids.contains(c)),
-        "{phonemes:?} has characters outside the map"
-    );
+    assert!(ipa.iter().all(|&c| voice.ids.contains(c)), "{phonemes:?} has characters outside the map");
     assert!(phonemes.contains('ˈ'), "primary stress kept: {phonemes:?}");
     assert_eq!(phonemize("   ", "en-us").unwrap(), "");
 }
@@ -149,6 +121,9 @@ fn espeak_fallback_speaks() {
 #[test]
 #[ignore]
 fn report_timings() {
+    let started = Instant::now();
+    crate::models::onnx_environment(&paths()).unwrap();
+    eprintln!("onnx runtime init: {:?}", started.elapsed());
     for threads in [1, 2] {
         let started = Instant::now();
         let mut voice = PiperVoice::load(&paths(), threads).unwrap();
@@ -156,7 +131,7 @@ fn report_timings() {
         voice.synthesize("Warm up.").unwrap();
         let mut best = f64::MAX;
         let mut seconds = 0.0;
-        for _ in 0..3 {
+        for _ in 0..5 {
             let started = Instant::now();
             let audio = voice.synthesize(SENTENCE).unwrap();
             best = best.min(started.elapsed().as_secs_f64());
