@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake pkg-config clang espeak-ng libespeak-ng-dev sox redis-server protobuf-compiler)
+packages=(curl cmake pkg-config clang espeak-ng libespeak-ng-dev sox redis-server protobuf-compiler)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

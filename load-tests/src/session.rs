@@ -158,7 +158,7 @@ async fn talk(ws: &mut Ws, plan: &Plan, outcome: &mut SessionOutcome) -> Result<
     let question_secs = plan.speech.samples.len() as f64 / plan.speech.rate as f64;
     loop {
         // Only start a question that can finish before the hold ends.
-        if next + Duration::from_secs_f64(question_secs + 5.0) > plan.hold_until {
+        if next + Duration::from_secs_f64(question_secs + 3.0) > plan.hold_until {
             return Ok(());
         }
         tokio::time::sleep_until(next.into()).await;

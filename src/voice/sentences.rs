@@ -1,10 +1,16 @@
 //! Splits streamed LLM text into sentences, so speech can start after the first one.
+//! The very first chunk may end at a clause (comma, colon) instead: a short first
+//! chunk is synthesized sooner, and time to first audio is what the user feels.
 
 /// Accumulates text deltas and yields complete sentences.
 #[derive(Debug, Default)]
 pub struct SentenceSplitter {
     buf: String,
+    emitted: bool,
 }
+
+/// A first clause shorter than this is not worth speaking on its own.
+const MIN_FIRST_CLAUSE: usize = 16;
 
 /// Abbreviations that end in a period without ending a sentence.
 const ABBREVIATIONS: &[&str] =
@@ -20,6 +26,7 @@ impl SentenceSplitter {
             let sentence = sentence.trim();
             if !sentence.is_empty() {
                 out.push(sentence.to_string());
+                self.emitted = true;
             }
         }
         out
@@ -36,7 +43,8 @@ impl SentenceSplitter {
     fn boundary(&self) -> Option<usize> {
         let bytes = self.buf.as_bytes();
         for (i, c) in self.buf.char_indices() {
-            if !matches!(c, '.' | '!' | '?' | ';' | '\n') {
+            let clause = !self.emitted && i >= MIN_FIRST_CLAUSE && matches!(c, ',' | ':');
+            if !clause && !matches!(c, '.' | '!' | '?' | ';' | '\n') {
                 continue;
             }
             let next = i + c.len_utf8();
@@ -46,7 +54,7 @@ impl SentenceSplitter {
             // Need the following character to know whether this ends a sentence.
             let &after = bytes.get(next)?;
             if !after.is_ascii_whitespace() {
-                continue; // "38.5", "R-410A.", "e.g.x"
+                continue; // "38.5", "1,000", "e.g.x"
             }
             if c == '.' {
                 let word_start = self.buf[..i].rfind(char::is_whitespace).map_or(0, |w| w + 1);
@@ -78,6 +86,17 @@ mod tests {
         }
         assert_eq!(got, vec!["Tighten the bolts to 38.5 N·m.", "Use a star pattern, e.g. 1-3-2-4!"]);
         assert_eq!(s.finish().as_deref(), Some("Then check"));
+    }
+
+    #[test]
+    fn only_the_first_chunk_may_end_at_a_clause() {
+        let mut s = SentenceSplitter::default();
+        let got = s.push("According to the manual, page 3: bolts take 38 N·m, in a star pattern. Next, check it. ");
+        assert_eq!(
+            got,
+            vec!["According to the manual,", "page 3: bolts take 38 N·m, in a star pattern.", "Next, check it."]
+        );
+        assert_eq!(SentenceSplitter::default().push("Yes, 38 N·m. "), vec!["Yes, 38 N·m."], "too short to split");
         assert_eq!(s.finish(), None);
     }
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs one measured scenario on this machine: builds, starts a fresh fieldvox server
+# (embedded stores, sample manual for tenant "acme") and, for the load-reference
+# pipeline, the load-test reference server; then runs fieldvox-load and stops both.
+#
+#   load-tests/run.sh [fieldvox-load args...]
+#   e.g. load-tests/run.sh --scenario idle --sessions 50000 --source-ips 4 --hold-secs 300
+#        load-tests/run.sh --scenario talk --sessions 1 --pipeline field-assistant --interval-secs 8 --reference-ms 0
+#
+# Environment: PORT (default 8090), BUILD_PROFILE (dev|release, default dev),
+# FIELDVOX__… variables are passed to the server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+port="${PORT:-8090}"
+profile="${BUILD_PROFILE:-dev}"
+cargo build --workspace --bins $([ "$profile" = release ] && echo --release)
+bin="$CARGO_TARGET_DIR/$([ "$profile" = release ] && echo release || echo debug)"
+
+data=$(mktemp -d /tmp/fieldvox-load-XXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$data"; }
+trap cleanup EXIT
+
+if [[ " $* " != *" --pipeline "* || " $* " == *" --pipeline load-reference "* ]]; then
+  "$bin/fieldvox-reference" > "$data/reference.log" 2>&1 &
+  pids+=($!)
+fi
+export FIELDVOX__DATA__DIR="$data"
+"$bin/fieldvox" ingest tests/fixtures/rtu40-service-manual.txt --tenant acme --equipment RTU-40 --title "RTU-40 Service Manual" > /dev/null
+RUST_LOG="${RUST_LOG:-warn}" "$bin/fieldvox" serve --listen "127.0.0.1:$port" > "$data/server.log" 2>&1 &
+server=$!
+pids+=($server)
+for _ in $(seq 1 120); do
+  curl -fsS "http://127.0.0.1:$port/readyz" > /dev/null 2>&1 && break
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$port/readyz" > /dev/null || { cat "$data/server.log"; exit 1; }
+echo "server pid $server ready on port $port" >&2
+"$bin/fieldvox-load" --url "ws://127.0.0.1:$port/v1/realtime" --server-pid "$server" "$@"

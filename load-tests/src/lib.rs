@@ -1,0 +1,189 @@
+//! fieldvox-load: opens many authenticated sessions against a fieldvox server on this
+//! machine and runs a scenario (idle, talk, burst), then reports connection outcomes,
+//! latency percentiles and the server's memory and CPU. Also home of the load-test
+//! reference provider server (`reference`).
+//!
+//! Loopback only, bounded in sessions and time.
+
+pub mod proc_stats;
+pub mod reference;
+pub mod report;
+pub mod session;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use fieldvox::auth::{Role, TokenKeys};
+
+use crate::report::Report;
+use crate::session::{Plan, SessionOutcome};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Connect, configure, then only keep-alives.
+    Idle,
+    /// Each session asks the spoken question once per interval, in real time.
+    Talk,
+    /// Every session asks at the same instant, once.
+    Burst,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for fieldvox: many sessions, real audio, latency and resource report")]
+pub struct Args {
+    /// Realtime endpoint (loopback only).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/v1/realtime")]
+    pub url: String,
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Sessions opened per second during the ramp.
+    #[arg(long, default_value_t = 1000.0)]
+    pub ramp: f64,
+    /// How long to hold all sessions after the ramp (idle, talk).
+    #[arg(long, default_value_t = 30)]
+    pub hold_secs: u64,
+    /// Talk: seconds between one session's questions.
+    #[arg(long, default_value_t = 30.0)]
+    pub interval_secs: f64,
+    /// Spoken question (WAV). Default: synthesized once with espeak-ng.
+    #[arg(long)]
+    pub wav: Option<PathBuf>,
+    /// Question text when synthesizing.
+    #[arg(long, default_value = "What torque for the compressor head bolts on the RTU-40?")]
+    pub question: String,
+    /// Pipeline profile the sessions ask for.
+    #[arg(long, default_value = "load-reference")]
+    pub pipeline: String,
+    #[arg(long, default_value = "acme")]
+    pub tenant: String,
+    /// The server's `auth.jwt_secret`, to mint one token per simulated user.
+    #[arg(long, env = "FIELDVOX__AUTH__JWT_SECRET", default_value = "fieldvox-dev-secret")]
+    pub secret: String,
+    /// Loopback source addresses to spread connections over (127.0.0.1 + N-1 more);
+    /// one address runs out of ports near 28k connections.
+    #[arg(long, default_value_t = 1)]
+    pub source_ips: u8,
+    /// Server process to sample RSS and CPU from (/proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Sum of the reference providers' fixed latencies (stt + llm first token + tts), ms,
+    /// subtracted to get server-added latency.
+    #[arg(long, default_value_t = 330.0)]
+    pub reference_ms: f64,
+    /// The pipeline's end-of-speech silence window, ms, also subtracted.
+    #[arg(long, default_value_t = 480.0)]
+    pub end_of_speech_ms: f64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Hard limit on the whole run.
+    #[arg(long, default_value_t = 900)]
+    pub max_secs: u64,
+}
+
+/// Checks the arguments, then runs the scenario to its report.
+pub async fn run(args: Args) -> anyhow::Result<Report> {
+    if args.sessions == 0 || args.sessions > 100_000 {
+        bail!("--sessions must be between 1 and 100000");
+    }
+    let host = args.url.split("://").nth(1).and_then(|r| r.split(['/', ':']).next()).unwrap_or_default();
+    let loopback = host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
+    if !loopback {
+        bail!("--url must point at a loopback address, got {host:?}");
+    }
+    run_checked(args).await
+}
+
+async fn run_checked(args: Args) -> anyhow::Result<Report> {
+    let speech = Arc::new(load_question(&args)?);
+    let keys = TokenKeys::new(&args.secret);
+    let sources: Vec<Ipv4Addr> = (0..args.source_ips.max(1)).map(|i| Ipv4Addr::new(127, 0, 0, 1 + i)).collect();
+    let mut sampler = args.server_pid.map(proc_stats::Sampler::new);
+    let baseline = sampler.as_mut().and_then(|s| s.sample());
+
+    let deadline = Instant::now() + Duration::from_secs(args.max_secs);
+    let ramp_secs = args.sessions as f64 / args.ramp.max(1.0);
+    let hold_until = Instant::now() + Duration::from_secs_f64(ramp_secs) + Duration::from_secs(args.hold_secs);
+    // Burst: everyone asks at once, a moment after the last session connected.
+    let burst_at = Instant::now() + Duration::from_secs_f64(ramp_secs + 2.0);
+    let started = Instant::now();
+
+    let mut tasks = Vec::with_capacity(args.sessions);
+    let gap = Duration::from_secs_f64(1.0 / args.ramp.max(1.0));
+    let mut next = tokio::time::Instant::now();
+    for i in 0..args.sessions {
+        tokio::time::sleep_until(next).await;
+        next += gap;
+        let plan = Plan {
+            url: args.url.clone(),
+            token: keys.mint(&format!("load-user-{i}"), &args.tenant, Role::Technician, 3600),
+            source: sources[i % sources.len()],
+            pipeline: args.pipeline.clone(),
+            scenario: args.scenario,
+            speech: speech.clone(),
+            hold_until: hold_until.min(deadline),
+            burst_at,
+            interval: Duration::from_secs_f64(args.interval_secs),
+            first_question_offset: Duration::from_secs_f64(args.interval_secs * (i as f64 / args.sessions as f64)),
+        };
+        tasks.push(tokio::spawn(session::run(plan)));
+        if i % 1000 == 999 {
+            eprintln!("ramp: {} sessions opened", i + 1);
+        }
+    }
+    eprintln!("ramp done in {:.1} s; holding", started.elapsed().as_secs_f64());
+
+    // Sample the server while sessions are held.
+    let mut steady = None;
+    let mut peak_rss = 0;
+    let mut cpu = Vec::new();
+    while Instant::now() < hold_until.min(deadline) && tasks.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(s) = sampler.as_mut().and_then(|s| s.sample()) {
+            peak_rss = peak_rss.max(s.rss_kb);
+            cpu.push(s.cpu_percent);
+            steady = Some(s);
+        }
+    }
+    let mut outcomes: Vec<SessionOutcome> = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        outcomes.push(t.await.context("session task")?);
+    }
+    Ok(Report::build(&args, outcomes, baseline, steady, peak_rss, cpu, started.elapsed()))
+}
+
+/// The question as 16 kHz mono samples plus the sample where speech ends.
+pub struct Speech {
+    pub samples: Vec<f32>,
+    pub rate: u32,
+}
+
+fn load_question(args: &Args) -> anyhow::Result<Speech> {
+    let path = match &args.wav {
+        Some(p) => p.clone(),
+        None => {
+            let path = std::env::temp_dir().join(format!("fieldvox-load-question-{}.wav", std::process::id()));
+            let status = std::process::Command::new("espeak-ng")
+                .args(["-v", "en-us", "-s", "150", "-w"])
+                .arg(&path)
+                .arg(&args.question)
+                .status()
+                .context("running espeak-ng to synthesize the question (or pass --wav)")?;
+            if !status.success() {
+                bail!("espeak-ng failed");
+            }
+            path
+        }
+    };
+    let (samples, rate) = fieldvox::audio::wav::read_mono(&path)?;
+    let samples = fieldvox::audio::resample::resample(&samples, rate, 16_000);
+    Ok(Speech { samples, rate: 16_000 })
+}

@@ -1,0 +1,103 @@
+//! Smoke runs of every scenario (tens of sessions, seconds long) against a real fieldvox
+//! server whose providers are the load-test reference server: every session connects,
+//! none drops, every turn completes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use clap::Parser;
+use fieldvox::app::App;
+use fieldvox::config::Config;
+use fieldvox::rag::ingest::IngestRequest;
+use fieldvox_load::reference::{ReferenceArgs, serve};
+use fieldvox_load::{Args, run};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fieldvox-smoke-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Reference providers and a fieldvox server using them, once per test binary.
+fn server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let reference = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let reference_addr = reference.local_addr().expect("addr");
+                let args = ReferenceArgs::parse_from([
+                    "reference",
+                    "--stt-ms",
+                    "20",
+                    "--llm-first-token-ms",
+                    "20",
+                    "--tts-ms",
+                    "20",
+                ]);
+                tokio::spawn(serve(args, reference));
+
+                let pipelines = temp_dir("pipelines");
+                let profile =
+                    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/load-reference.toml"))
+                        .expect("profile")
+                        .replace("127.0.0.1:9100", &reference_addr.to_string());
+                std::fs::write(pipelines.join("load-reference.toml"), profile).expect("write profile");
+                let mut config = Config::default();
+                config.data.dir = temp_dir("data");
+                config.pipelines.dir = pipelines;
+                config.pipelines.default = "load-reference".into();
+                let app = tokio::task::spawn_blocking(move || App::build(config)).await.expect("join").expect("app");
+                let manual =
+                    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/rtu40-service-manual.txt"))
+                        .expect("fixture");
+                let req = IngestRequest {
+                    tenant: "acme".into(),
+                    equipment: "RTU-40".into(),
+                    title: Some("RTU-40 Service Manual".into()),
+                    filename: "rtu40.txt".into(),
+                    bytes: manual,
+                };
+                app.kb.ingest(req, None).await.expect("ingest");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                tx.send(listener.local_addr().expect("addr")).expect("send");
+                fieldvox::http::serve(app, listener, std::future::pending()).await.expect("serve");
+            });
+        });
+        rx.recv().expect("server started")
+    })
+}
+
+fn args(extra: &[&str]) -> Args {
+    let url = format!("ws://{}/v1/realtime", server());
+    let mut argv = vec!["fieldvox-load", "--url", &url, "--ramp", "200", "--max-secs", "120"];
+    argv.extend_from_slice(extra);
+    Args::parse_from(argv)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sessions_all_stay_connected() {
+    let report = run(args(&["--scenario", "idle", "--sessions", "40", "--hold-secs", "2"])).await.unwrap();
+    assert_eq!((report.connected, report.connect_failures, report.dropped), (40, 0, 0), "{}", report.table());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn talking_sessions_complete_every_turn() {
+    let report = run(args(&["--scenario", "talk", "--sessions", "10", "--interval-secs", "4", "--hold-secs", "12"]))
+        .await
+        .unwrap();
+    assert_eq!(report.connected, 10, "{}", report.table());
+    assert_eq!(report.turns_failed, 0, "{}", report.table());
+    assert!(report.turns_completed >= 10, "every session asked at least once: {}", report.table());
+    assert!(report.voice_to_voice_ms.p50 > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_is_answered_in_full() {
+    let report = run(args(&["--scenario", "burst", "--sessions", "20"])).await.unwrap();
+    assert_eq!(report.connected, 20, "{}", report.table());
+    assert_eq!((report.turns_completed, report.turns_failed), (20, 0), "{}", report.table());
+}
