@@ -68,7 +68,7 @@ enum Command {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn,qdrant_edge=error"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
@@ -130,14 +130,20 @@ async fn ingest(
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     raise_fd_limit();
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let listener = bind(config.server.listen).with_context(|| format!("cannot listen on {}", config.server.listen))?;
     tracing::info!(models = %config.models.dir.display(), data = %config.data.dir.display(), "loading models");
     let app = tokio::task::spawn_blocking(move || App::build(config)).await??;
     fieldvox::http::serve(app, listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A listener with a backlog deep enough for thousands of clients reconnecting at once.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn shutdown_signal() {

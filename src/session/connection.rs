@@ -118,9 +118,11 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
                     }
                     Ok(Some(Ok(m))) => m,
                 };
+                // Handlers are boxed: their state (audio windows, VAD state) then exists only
+                // while a message is handled, not in every idle session's future.
                 match msg {
-                    Message::Text(text) => s.on_text(&text).await,
-                    Message::Binary(bytes) => s.on_audio_bytes(&bytes).await,
+                    Message::Text(text) => Box::pin(s.on_text(&text)).await,
+                    Message::Binary(bytes) => Box::pin(s.on_audio_bytes(&bytes)).await,
                     Message::Close(_) => break None,
                     Message::Ping(_) | Message::Pong(_) => {}
                 }

@@ -1,10 +1,18 @@
-//! Whisper speech-to-text: loads the CTranslate2 Whisper model (tiny.en) into candle and turns
-//! 16 kHz mono PCM into a trimmed transcript with greedy decoding.
+//! Whisper speech-to-text: loads the CTranslate2 Whisper model (tiny.en, fp16 `model.bin`)
+//! into candle and turns 16 kHz mono PCM into a trimmed transcript with greedy decoding.
 //!
-//! Blocking and single-threaded from the caller's view; candle parallelises its matmuls on
-//! rayon (thread count: `RAYON_NUM_THREADS`, else the number of physical cores).
+//! Pieces: `ct2` reads the container, `weights` renames and splits its tensors for candle's
+//! Whisper and derives the `Config` from their shapes, `mel` computes the log-mel features,
+//! `decoder` is a KV-cached text decoder on the same weights (candle's encoder is used as is).
+//!
+//! Speed: by default the encoder runs over a window fitted to the utterance (see
+//! [`EncoderWindow`]) instead of Whisper's full 30 s. Blocking and single-threaded from the
+//! caller's view; candle's CPU matmuls split work over rayon: `RAYON_NUM_THREADS` sets the
+//! split (default: physical cores) and the global rayon pool runs it, so a caller can confine
+//! a call to its own pool with `pool.install(|| whisper.transcribe(..))`.
 
 mod ct2;
+mod decoder;
 mod mel;
 mod weights;
 
@@ -86,7 +94,9 @@ impl Decoded {
 
 /// Whisper tiny.en (or any CTranslate2 Whisper export) ready to transcribe.
 pub struct Whisper {
-    model: wm::Whisper,
+    /// candle's audio encoder; decoding uses our KV-cached decoder on the same weights.
+    encoder: wm::AudioEncoder,
+    decoder: decoder::TextDecoder,
     tokenizer: Tokenizer,
     config: Config,
     log_mel: mel::LogMel,
@@ -160,8 +170,10 @@ impl Whisper {
         let tensors = weights::candle_tensors(&ct2, &config)?;
         drop(ct2);
         let device = Device::Cpu;
+        let decoder = decoder::TextDecoder::load(&tensors, &config).map_err(load_err)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = wm::Whisper::load(&vb, config.clone()).map_err(load_err)?;
+        // Only candle's encoder is kept; its decoder (and the untransposed weights) are freed.
+        let encoder = wm::Whisper::load(&vb, config.clone()).map_err(load_err)?.encoder;
 
         let tokenizer = Tokenizer::from_file(&tokenizer_json).map_err(load_err)?;
         let sot = token_id(&tokenizer, wh::SOT_TOKEN)?;
@@ -199,7 +211,8 @@ impl Whisper {
             "whisper loaded"
         );
         Ok(Self {
-            model,
+            encoder,
+            decoder,
             tokenizer,
             config,
             log_mel,
@@ -276,7 +289,7 @@ impl Whisper {
         let mel = self.log_mel.compute(pcm, frames, &self.device).map_err(infer_err)?;
         let mel_ms = started.elapsed().as_millis() as u64;
 
-        let features = self.model.encoder.forward(&mel, true).map_err(infer_err)?;
+        let features = self.encoder.forward(&mel, true).map_err(infer_err)?;
         let encode_ms = started.elapsed().as_millis() as u64 - mel_ms;
 
         let seconds = pcm.len() / SAMPLE_RATE as usize + 1;
@@ -298,43 +311,32 @@ impl Whisper {
         Ok(decoded)
     }
 
-    /// Logits of the hidden state at `position` of `hidden` (1, seq, d_model).
-    fn logits_at(&self, hidden: &Tensor, position: usize) -> candle_core::Result<Vec<f32>> {
-        let h = hidden.narrow(1, position, 1)?;
-        self.model.decoder.final_linear(&h)?.flatten_all()?.to_vec1::<f32>()
-    }
-
     /// Greedy decoding from the prompt until end-of-text or `budget` tokens.
-    fn decode(&mut self, features: &Tensor, budget: usize) -> candle_core::Result<Decoded> {
+    fn decode(&self, features: &Tensor, budget: usize) -> candle_core::Result<Decoded> {
+        let mut state = self.decoder.start(features)?;
         let mut tokens = self.prompt.clone();
+        let mut feed = self.prompt.clone();
         let mut sum_logprob = 0f32;
         let mut scored = 0usize;
         let mut no_speech_prob = 0f32;
         let mut ended = false;
         for step in 0..budget {
-            let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
-            // The first step recomputes the cross-attention cache from the new audio.
-            let hidden = self.model.decoder.forward(&input, features, step == 0)?;
+            let hidden = self.decoder.forward(&mut state, &feed)?;
             if step == 0
                 && let Some(ns) = self.no_speech
             {
                 // Read at the start-of-transcript position, before any suppression.
-                let first = self.logits_at(&hidden, 0)?;
+                let first = self.decoder.logits(&decoder::TextDecoder::row(&hidden, 0)?)?;
                 if let Some(&l) = first.get(ns as usize) {
                     no_speech_prob = (l - log_sum_exp(&first)).exp();
                 }
             }
-            let mut logits = self.logits_at(&hidden, tokens.len() - 1)?;
-            for &t in &self.suppress {
+            let last = hidden.dim(0)? - 1;
+            let mut logits = self.decoder.logits(&decoder::TextDecoder::row(&hidden, last)?)?;
+            let banned = self.suppress.iter().chain(if step == 0 { self.suppress_begin.iter() } else { [].iter() });
+            for &t in banned {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l = f32::NEG_INFINITY;
-                }
-            }
-            if step == 0 {
-                for &t in &self.suppress_begin {
-                    if let Some(l) = logits.get_mut(t as usize) {
-                        *l = f32::NEG_INFINITY;
-                    }
                 }
             }
             let Some((best, value)) = argmax(&logits) else {
@@ -348,6 +350,7 @@ impl Whisper {
                 break;
             }
             tokens.push(best);
+            feed = vec![best];
         }
         let generated = tokens.split_off(self.prompt.len());
         Ok(Decoded {
@@ -438,6 +441,46 @@ mod tests {
         assert_eq!(q.dims(), &[384, 384]);
         assert!(tensors.contains_key("model.decoder.layers.3.encoder_attn.v_proj.bias"));
         assert!(!tensors.contains_key("model.decoder.layers.3.encoder_attn.k_proj.bias"));
+    }
+
+    /// Our KV-cached decoder must reproduce candle's full-recompute decoder step by step
+    /// (teacher-forced on candle's choices), up to candle's tanh-approximated GELU.
+    #[test]
+    fn kv_cached_decoder_matches_candle_decoder() {
+        let device = Device::Cpu;
+        let model = ct2::Ct2Model::open(&model_dir().join("model.bin")).unwrap();
+        let config = weights::derive_config(&model, vec![]).unwrap();
+        let tensors = weights::candle_tensors(&model, &config).unwrap();
+        let ours = decoder::TextDecoder::load(&tensors, &config).unwrap();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let mut reference = wm::Whisper::load(&vb, config.clone()).unwrap();
+
+        let pcm = speak("Replace the filter drier before charging", "decoder");
+        let mel = mel::LogMel::new(SAMPLE_RATE, 400, 160, 80, &device).unwrap().compute(&pcm, 1000, &device).unwrap();
+        let features = reference.encoder.forward(&mel, true).unwrap();
+
+        let mut state = ours.start(&features).unwrap();
+        let mut tokens = vec![50_257u32, 50_362]; // <|startoftranscript|><|notimestamps|>
+        let mut feed = tokens.clone();
+        let mut worst = 0f32;
+        for step in 0..8 {
+            let input = Tensor::new(tokens.as_slice(), &device).unwrap().unsqueeze(0).unwrap();
+            let h = reference.decoder.forward(&input, &features, step == 0).unwrap();
+            let last = h.narrow(1, tokens.len() - 1, 1).unwrap();
+            let expected: Vec<f32> =
+                reference.decoder.final_linear(&last).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let hidden = ours.forward(&mut state, &feed).unwrap();
+            let row = decoder::TextDecoder::row(&hidden, hidden.dim(0).unwrap() - 1).unwrap();
+            let got = ours.logits(&row).unwrap();
+            assert_eq!(got.len(), expected.len());
+            worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+            // Follow text tokens only (below <|endoftext|>) so every step is compared.
+            let next = argmax(&expected[..50_256]).unwrap().0 as u32;
+            assert_eq!(argmax(&got[..50_256]).unwrap().0 as u32, next, "step {step}");
+            tokens.push(next);
+            feed = vec![next];
+        }
+        assert!(worst < 0.1, "logits differ by {worst}");
     }
 
     #[test]
@@ -567,6 +610,12 @@ mod tests {
         assert!(decoded(sentence, -0.3, true).looks_degenerate());
         let silence = Decoded { tokens: vec![], avg_logprob: -1.2, no_speech_prob: 0.9, hit_budget: false };
         assert!(silence.is_silence());
+    }
+
+    #[test]
+    fn whisper_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Whisper>();
     }
 
     #[test]
