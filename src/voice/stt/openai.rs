@@ -1,10 +1,10 @@
 //! Any OpenAI-compatible `/v1/audio/transcriptions` endpoint.
 
-use std::io::Cursor;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audio::wav::encode_mono;
 use crate::models::ModelError;
 
 const NAME: &str = "openai-transcriptions";
@@ -35,7 +35,7 @@ impl OpenAiTranscriber {
 
     /// Sends mono 16 kHz audio as a WAV upload; returns the transcript.
     pub async fn transcribe(&self, pcm_16k: &[f32]) -> Result<String, ModelError> {
-        let wav = wav_bytes(pcm_16k, 16_000).map_err(|e| ModelError::input(NAME, e))?;
+        let wav = encode_mono(pcm_16k, 16_000).map_err(|e| ModelError::input(NAME, e))?;
         let part = reqwest::multipart::Part::bytes(wav)
             .file_name("speech.wav")
             .mime_str("audio/wav")
@@ -55,18 +55,4 @@ impl OpenAiTranscriber {
         let t: Transcription = resp.json().await.map_err(|e| ModelError::inference(NAME, e))?;
         Ok(t.text.trim().to_string())
     }
-}
-
-fn wav_bytes(samples: &[f32], rate: u32) -> Result<Vec<u8>, hound::Error> {
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut cursor = Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
-    {
-        let mut w = hound::WavWriter::new(&mut cursor, spec)?;
-        for s in samples {
-            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
-        }
-        w.finalize()?;
-    }
-    Ok(cursor.into_inner())
 }
