@@ -106,3 +106,17 @@ pub fn onnx_environment(paths: &ModelPaths) -> Result<&'static ort::environment:
 pub fn init_onnxruntime(paths: &ModelPaths) -> Result<(), ModelError> {
     onnx_environment(paths).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_model_names_the_fetch_command() {
+        let paths = ModelPaths::new("/nonexistent/models");
+        let err = paths.whisper_dir().unwrap_err();
+        assert!(matches!(err, ModelError::Missing { .. }));
+        let text = err.to_string();
+        assert!(text.contains("whisper-tiny.en/model.bin") && text.contains(FETCH_COMMAND), "{text}");
+    }
+}
