@@ -74,9 +74,10 @@ pub struct Args {
     /// Server process to sample RSS and CPU from (/proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Sum of the reference providers' fixed latencies (stt + llm first token + tts), ms,
-    /// subtracted to get server-added latency.
-    #[arg(long, default_value_t = 330.0)]
+    /// The reference providers' fixed latencies on the voice-to-voice path, ms (see
+    /// `fieldvox-reference --help`; the default matches its defaults), subtracted to get
+    /// server-added latency. 0 when running real models.
+    #[arg(long, default_value_t = crate::reference::DEFAULT_PATH_MS)]
     pub reference_ms: f64,
     /// The pipeline's end-of-speech silence window, ms, also subtracted.
     #[arg(long, default_value_t = 480.0)]
@@ -184,6 +185,14 @@ fn load_question(args: &Args) -> anyhow::Result<Speech> {
         }
     };
     let (samples, rate) = fieldvox::audio::wav::read_mono(&path)?;
-    let samples = fieldvox::audio::resample::resample(&samples, rate, 16_000);
+    let mut samples = fieldvox::audio::resample::resample(&samples, rate, 16_000);
+    // End of speech is the last 10 ms block above -50 dBFS, not the end of the file: the
+    // trailing silence is streamed as silence frames, and latency counts from the speech.
+    let block = 160;
+    let voiced = samples.chunks(block).rposition(|b| fieldvox::audio::pcm::rms_dbfs(b) > -50.0).map_or(0, |i| (i + 1) * block);
+    samples.truncate(voiced.min(samples.len()));
+    if samples.is_empty() {
+        bail!("the question audio is silent");
+    }
     Ok(Speech { samples, rate: 16_000 })
 }

@@ -38,7 +38,7 @@ pub struct ReferenceArgs {
     #[arg(long, default_value_t = 10)]
     pub llm_token_ms: u64,
     /// Answer streamed word by word.
-    #[arg(long, default_value = "Tighten the compressor head bolts to 38 newton meters in a star pattern.")]
+    #[arg(long, default_value = "Torque: 38 newton meters, in a star pattern, then check the gasket.")]
     pub answer: String,
     /// Delay before synthesized audio is returned.
     #[arg(long, default_value_t = 80)]
@@ -63,10 +63,36 @@ pub async fn serve(args: ReferenceArgs, listener: tokio::net::TcpListener) -> st
     axum::serve(listener, app).await
 }
 
+/// `path_ms()` of the default arguments; the load generator's default `--reference-ms`.
+pub const DEFAULT_PATH_MS: f64 = 370.0;
+
 impl ReferenceArgs {
-    /// Sum of the fixed latencies on the voice-to-voice path (STT, first token, TTS).
+    /// Fixed latency on the voice-to-voice path: transcription, first token, the rest of
+    /// the tokens of the first spoken chunk (as fieldvox splits it), and its synthesis.
     pub fn path_ms(&self) -> f64 {
-        (self.stt_ms + self.llm_first_token_ms + self.tts_ms) as f64
+        let mut splitter = fieldvox::voice::sentences::SentenceSplitter::default();
+        let mut words = 0;
+        for (i, word) in self.answer.split(' ').enumerate() {
+            words = i + 1;
+            let piece = if i == 0 { word.to_string() } else { format!(" {word}") };
+            if !splitter.push(&piece).is_empty() {
+                break;
+            }
+        }
+        // The chunk is complete once the next token shows the boundary was real.
+        let streamed = (words as u64).saturating_sub(1) * self.llm_token_ms;
+        (self.stt_ms + self.llm_first_token_ms + streamed + self.tts_ms) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_path_matches_the_load_generator_default() {
+        let args = ReferenceArgs::parse_from(["reference"]);
+        assert_eq!(args.path_ms(), DEFAULT_PATH_MS);
     }
 }
 
