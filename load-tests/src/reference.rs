@@ -107,12 +107,12 @@ async fn transcriptions(State(args): State<Arc<ReferenceArgs>>, mut form: Multip
 
 async fn chat(State(args): State<Arc<ReferenceArgs>>) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let start = tokio::time::Instant::now();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(args.llm_first_token_ms)).await;
         for (i, word) in args.answer.split(' ').enumerate() {
-            if i > 0 {
-                tokio::time::sleep(Duration::from_millis(args.llm_token_ms)).await;
-            }
+            // Absolute deadlines: timer overshoot does not accumulate over the tokens.
+            let due = args.llm_first_token_ms + i as u64 * args.llm_token_ms;
+            tokio::time::sleep_until(start + Duration::from_millis(due)).await;
             let piece = if i == 0 { word.to_string() } else { format!(" {word}") };
             let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
             if tx.send(Ok(format!("data: {chunk}\n\n").into())).await.is_err() {

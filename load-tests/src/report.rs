@@ -45,6 +45,11 @@ pub struct Report {
     pub voice_to_voice_ms: Percentiles,
     /// voice_to_voice − reference providers' fixed latencies − end-of-speech window.
     pub server_added_ms: Percentiles,
+    /// Server's own clock: end of utterance detected → first answer audio frame sent.
+    pub server_voice_to_voice_ms: Percentiles,
+    /// How late the utterance end was detected past the silence window, plus transport:
+    /// client voice-to-voice − server voice-to-voice − end-of-speech window.
+    pub endpointing_ms: Percentiles,
     pub stt_ms: Percentiles,
     pub retrieval_ms: Percentiles,
     pub llm_first_token_ms: Percentiles,
@@ -95,6 +100,13 @@ impl Report {
             connect_ms: Percentiles::of(outcomes.iter().filter(|o| o.connected).map(|o| o.connect_ms).collect()),
             voice_to_voice_ms: Percentiles::of(turns.iter().map(|t| t.client_v2v_ms).collect()),
             server_added_ms: Percentiles::of(turns.iter().map(|t| t.client_v2v_ms - fixed).collect()),
+            server_voice_to_voice_ms: stage(&|s| s.voice_to_voice_ms),
+            endpointing_ms: Percentiles::of(
+                turns
+                    .iter()
+                    .filter_map(|t| t.server.voice_to_voice_ms.map(|v| t.client_v2v_ms - v - args.end_of_speech_ms))
+                    .collect(),
+            ),
             stt_ms: stage(&|s| s.stt_ms),
             retrieval_ms: stage(&|s| s.retrieval_ms),
             llm_first_token_ms: stage(&|s| s.llm_first_token_ms),
@@ -144,6 +156,8 @@ impl Report {
             ("connect", &self.connect_ms),
             ("voice-to-voice", &self.voice_to_voice_ms),
             ("server-added", &self.server_added_ms),
+            ("server v2v (own clock)", &self.server_voice_to_voice_ms),
+            ("endpointing delay", &self.endpointing_ms),
             ("stt", &self.stt_ms),
             ("retrieval", &self.retrieval_ms),
             ("llm first token", &self.llm_first_token_ms),

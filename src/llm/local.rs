@@ -2,14 +2,17 @@
 //!
 //! Owns loading the weights and tokenizer from one GGUF file and streaming a
 //! greedy (deterministic) answer to a ChatML conversation. Every call starts
-//! from an empty KV cache. CPU threads: candle's quantized matmuls run on its own
-//! pool sized by `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`, else the number of
-//! physical cores); other tensor ops use rayon, sized by `RAYON_NUM_THREADS`.
+//! from an empty KV cache. Weights are expanded to f32 at load (see `dense`).
+//!
+//! CPU threads: candle's f32 matmuls split across `RAYON_NUM_THREADS` threads
+//! (default: the physical cores, or the CPUs listed in `CANDLE_CPU_MASK`) on the
+//! global rayon pool. Decoding is memory-bound, so one thread decodes about as
+//! fast as two; more threads only shorten the prompt pass.
 
 mod chatml;
+mod dense;
 mod gguf_tokenizer;
 mod grounded;
-mod requant;
 mod text_stream;
 
 use std::path::Path;
@@ -64,11 +67,9 @@ impl LocalLlm {
         stop_ids.extend(tokenizer.eos_id());
 
         let device = Device::Cpu;
-        let fast =
-            if std::env::var_os("NOREQ").is_some() { None } else { requant::to_fast_gguf(&content, &mut reader)? };
-        let model = match fast {
-            Some(mut fast) => gguf_file::Content::read(&mut fast)
-                .and_then(|content| ModelWeights::from_gguf(content, &mut fast, &device)),
+        let model = match dense::dense_gguf(&content, &mut reader)? {
+            Some(mut dense) => gguf_file::Content::read(&mut dense)
+                .and_then(|content| ModelWeights::from_gguf(content, &mut dense, &device)),
             None => ModelWeights::from_gguf(content, &mut reader, &device),
         }
         .map_err(|e| ModelError::load(MODEL, e))?;
@@ -100,22 +101,14 @@ impl LocalLlm {
             ));
         };
         let prompt = chatml::prompt_ids(&self.tokenizer, messages, budget)?;
+        tracing::trace!(?prompt, "prompt ids");
         if max_tokens == 0 {
             return Ok(0);
         }
 
         let started = Instant::now();
-        // Position 0 makes every layer drop its cache; clearing also frees it early.
-        self.model.clear_kv_cache();
-        let mut logits = None;
-        let mut pos = 0;
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
-            logits = Some(self.forward(chunk, pos)?);
-            pos += chunk.len();
-        }
-        let Some(mut logits) = logits else {
-            return Err(ModelError::input(MODEL, "empty prompt"));
-        };
+        let mut logits = self.prefill(&prompt, PREFILL_CHUNK)?;
+        let mut pos = prompt.len();
         let prefill_ms = started.elapsed().as_millis() as u64;
 
         let mut stream = TextStream::default();
@@ -156,6 +149,19 @@ impl LocalLlm {
             "local llm generated"
         );
         Ok(generated)
+    }
+
+    /// Runs the prompt from an empty cache, `chunk` tokens per pass; logits for the next token.
+    fn prefill(&mut self, prompt: &[u32], chunk: usize) -> Result<Tensor, ModelError> {
+        // Position 0 makes every layer drop its cache; clearing also frees it early.
+        self.model.clear_kv_cache();
+        let mut logits = None;
+        let mut pos = 0;
+        for piece in prompt.chunks(chunk.max(1)) {
+            logits = Some(self.forward(piece, pos)?);
+            pos += piece.len();
+        }
+        logits.ok_or_else(|| ModelError::input(MODEL, "empty prompt"))
     }
 
     /// Logits for the token after `ids`, which start at position `pos`.
@@ -320,6 +326,34 @@ mod tests {
         assert!(!short.is_empty() && long.starts_with(&short), "{short:?} vs {long:?}");
         let (again, _, _) = answer(&mut llm, &messages, 20);
         assert_eq!(again, long);
+    }
+
+    #[test]
+    fn chunked_prefill_matches_a_single_pass() {
+        let mut llm = llm();
+        let messages = rtu40_messages("What torque for the compressor head bolts on the RTU-40?");
+        let prompt = chatml::prompt_ids(&llm.tokenizer, &messages, llm.context_len()).unwrap();
+        let whole: Vec<f32> = llm.prefill(&prompt, prompt.len()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let chunked: Vec<f32> = llm.prefill(&prompt, 7).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let max_diff = whole.iter().zip(&chunked).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max_diff < 1e-3, "chunked prefill drifts by {max_diff}");
+        assert_eq!(
+            argmax(&Tensor::new(whole.as_slice(), &Device::Cpu).unwrap()).unwrap(),
+            argmax(&Tensor::new(chunked.as_slice(), &Device::Cpu).unwrap()).unwrap()
+        );
+    }
+
+    #[test]
+    fn answers_like_the_float_reference() {
+        // A numpy forward pass over the file's dequantized weights answers "The capital of
+        // France is Paris."; 8-bit activation rounding made this model say "L'Étoile, ...".
+        let mut llm = llm();
+        let messages = vec![
+            message(Role::System, "You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
+            message(Role::User, "What is the capital of France?"),
+        ];
+        let (text, _, _) = answer(&mut llm, &messages, 16);
+        assert!(text.starts_with("The capital of France is Paris"), "{text:?}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::protocol::{
 };
 use super::{Outbound, SessionGuard};
 use crate::app::App;
-use crate::audio::pcm::{decode_pcm16, rms_dbfs};
+use crate::audio::pcm::rms_dbfs;
 use crate::auth::Claims;
 use crate::error::ErrorCode;
 use crate::pipeline::Pipeline;
@@ -56,8 +56,8 @@ struct Session {
     output_rate: u32,
     equipment: Option<String>,
     pipeline: Arc<Pipeline>,
+    /// Created on the first audio frame: sessions that never talk carry no audio state.
     voice: Option<VoiceInput>,
-    samples: Vec<f32>,
     turn: Option<ActiveTurn>,
     next_seq: u64,
     turn_done: mpsc::Sender<u64>,
@@ -90,7 +90,6 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
         equipment: None,
         pipeline,
         voice: None,
-        samples: Vec::new(),
         turn: None,
         next_seq: 1,
         turn_done,
@@ -320,13 +319,10 @@ impl Session {
                 .error(ErrorCode::AudioFormatNotSet, "send session.update with the input audio format before audio")
                 .await;
         };
-        self.samples.clear();
-        if let Err(e) = decode_pcm16(bytes, &mut self.samples) {
+        let voice = self.voice.get_or_insert_with(|| VoiceInput::new(rate, self.pipeline.profile.vad.clone()));
+        if let Err(e) = voice.push_pcm16(bytes) {
             return self.error(ErrorCode::InvalidAudio, e.to_string()).await;
         }
-        let voice = self.voice.get_or_insert_with(|| VoiceInput::new(rate, self.pipeline.profile.vad.clone()));
-        voice.push(&self.samples);
-        self.samples = Vec::new(); // idle sessions keep no scratch buffer
         while let Some(window) = self.voice.as_mut().and_then(VoiceInput::next_window) {
             let prob = self.speech_probability(window).await;
             let Some(voice) = self.voice.as_mut() else { return };
@@ -342,6 +338,12 @@ impl Session {
                     self.start_turn(Question::Audio(utterance)).await;
                 }
             }
+        }
+        // The silence may already be complete inside the window that is still filling.
+        let ended = self.voice.as_mut().and_then(VoiceInput::check_partial);
+        if let Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) = ended {
+            self.send(ServerEvent::SpeechStopped { audio_end_ms }).await;
+            self.start_turn(Question::Audio(utterance)).await;
         }
     }
 

@@ -2,10 +2,19 @@
 //! stopped speaking, and collects the utterance in between.
 //!
 //! Pure logic (no model, no I/O) so every threshold is testable with synthetic input.
+//!
+//! Silence is counted in samples, not windows: the quiet tail of the last speech window
+//! counts, and the partial window that has arrived so far is checked on every frame. So
+//! the utterance ends as soon as the configured silence has really passed, not up to two
+//! VAD windows later.
 
 use serde::{Deserialize, Serialize};
 
 use super::vad::{SAMPLE_RATE, WINDOW};
+use crate::audio::pcm::rms_dbfs;
+
+/// Granularity of the energy check on window tails: 10 ms.
+const QUIET_BLOCK: usize = SAMPLE_RATE as usize / 100;
 
 /// Thresholds from the pipeline profile's `[vad]` table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,7 +67,8 @@ pub struct Endpointer {
     /// Recent audio while not speaking: pre-roll plus the speech candidate.
     recent: Vec<f32>,
     speech_windows: u64,
-    silence_windows: u64,
+    /// Silence since the last speech, in samples.
+    silence: usize,
     utterance: Vec<f32>,
 }
 
@@ -70,7 +80,7 @@ impl Endpointer {
             speaking: false,
             recent: Vec::new(),
             speech_windows: 0,
-            silence_windows: 0,
+            silence: 0,
             utterance: Vec::new(),
         }
     }
@@ -102,7 +112,7 @@ impl Endpointer {
         }
         if self.speech_windows * WINDOW_MS >= self.config.min_speech_ms.max(WINDOW_MS) {
             self.speaking = true;
-            self.silence_windows = 0;
+            self.silence = 0;
             self.utterance = std::mem::take(&mut self.recent);
             let start = self.elapsed_ms.saturating_sub(self.speech_windows * WINDOW_MS);
             return Some(Endpoint::SpeechStarted { audio_start_ms: start });
@@ -112,29 +122,37 @@ impl Endpointer {
 
     fn push_speaking(&mut self, window: &[f32], prob: f32) -> Option<Endpoint> {
         self.utterance.extend_from_slice(window);
-        if prob < self.config.release_threshold {
-            self.silence_windows += 1;
+        self.silence = if prob < self.config.release_threshold {
+            self.silence + window.len()
         } else {
-            self.silence_windows = 0;
-        }
-        let ended = self.silence_windows * WINDOW_MS >= self.config.end_of_speech_ms;
+            // Speech, but it may have stopped partway through the window.
+            quiet_tail(window, self.config.energy_gate_dbfs)
+        };
         let too_long = samples_to_ms(self.utterance.len()) >= self.config.max_utterance_ms;
-        if ended || too_long {
-            if ended {
-                // Keep ~200 ms of the trailing silence: enough for the recogniser, less to decode.
-                let trailing = self.silence_windows as usize * WINDOW;
-                let keep_tail = ms_to_samples(200).min(trailing);
-                let new_len = self.utterance.len() - trailing + keep_tail;
-                self.utterance.truncate(new_len);
-            }
-            return Some(self.finish());
+        if self.silence >= ms_to_samples(self.config.end_of_speech_ms) || too_long {
+            return Some(self.finish(0));
+        }
+        None
+    }
+
+    /// Checks the start of the next window (`partial`, fewer than a window's samples):
+    /// if it is all quiet and completes the silence, the utterance ends now rather than
+    /// when the window is full.
+    pub fn check_partial(&mut self, partial: &[f32]) -> Option<Endpoint> {
+        if !self.speaking || partial.is_empty() {
+            return None;
+        }
+        let quiet = quiet_tail(partial, self.config.energy_gate_dbfs);
+        if quiet == partial.len() && self.silence + quiet >= ms_to_samples(self.config.end_of_speech_ms) {
+            // The partial samples stay with the input for their window; they are not counted twice.
+            return Some(self.finish(samples_to_ms(partial.len())));
         }
         None
     }
 
     /// Ends the utterance now (push-to-talk commit). `None` if nothing was said.
     pub fn commit(&mut self) -> Option<Endpoint> {
-        if self.speaking { Some(self.finish()) } else { None }
+        if self.speaking { Some(self.finish(0)) } else { None }
     }
 
     /// Drops everything buffered (`input_audio_buffer.clear`).
@@ -143,14 +161,31 @@ impl Endpointer {
         self.recent = Vec::new();
         self.utterance = Vec::new();
         self.speech_windows = 0;
-        self.silence_windows = 0;
+        self.silence = 0;
     }
 
-    fn finish(&mut self) -> Endpoint {
-        let utterance = std::mem::take(&mut self.utterance);
+    /// `extra_ms`: audio seen beyond the last full window.
+    fn finish(&mut self, extra_ms: u64) -> Endpoint {
+        let mut utterance = std::mem::take(&mut self.utterance);
+        // Keep ~200 ms of the trailing silence: enough for the recogniser, less to decode.
+        let trailing = self.silence.min(utterance.len());
+        let keep_tail = ms_to_samples(200).min(trailing);
+        utterance.truncate(utterance.len() - trailing + keep_tail);
         self.clear();
-        Endpoint::SpeechStopped { audio_end_ms: self.elapsed_ms, utterance }
+        Endpoint::SpeechStopped { audio_end_ms: self.elapsed_ms + extra_ms, utterance }
     }
+}
+
+/// Samples at the end of `samples` whose 10 ms blocks (aligned to the end) are below `gate_dbfs`.
+fn quiet_tail(samples: &[f32], gate_dbfs: f32) -> usize {
+    let mut quiet = 0;
+    for block in samples.rchunks(QUIET_BLOCK) {
+        if rms_dbfs(block) >= gate_dbfs {
+            break;
+        }
+        quiet += block.len();
+    }
+    quiet
 }
 
 fn ms_to_samples(ms: u64) -> usize {
@@ -185,6 +220,29 @@ mod tests {
         // 8 pre-roll + 20 speech + 200 ms (6 windows) of tail.
         assert_eq!(utterance.len(), (8 + 20) * WINDOW + ms_to_samples(200));
         assert!(!e.is_speaking());
+    }
+
+    #[test]
+    fn silence_is_counted_in_samples() {
+        let mut e = Endpointer::new(EndpointConfig::default());
+        let loud = [0.5f32; WINDOW];
+        let mut half_quiet = [0.5f32; WINDOW];
+        half_quiet[WINDOW - 320..].fill(0.0); // speech stops 20 ms before the window ends
+        for _ in 0..10 {
+            e.push(&loud, 0.9);
+        }
+        assert!(e.push(&half_quiet, 0.9).is_none());
+        // 480 ms = 7680 samples: 320 from the speech window + 14 silent windows = 7488 ...
+        for _ in 0..14 {
+            assert!(e.push(&[0.0; WINDOW], 0.0).is_none());
+        }
+        // ... so 192 more quiet samples complete it, before the 15th window is full.
+        assert!(e.check_partial(&[0.0; 100]).is_none(), "not enough yet");
+        assert!(e.check_partial(&[0.3; 200]).is_none(), "not quiet");
+        let Some(Endpoint::SpeechStopped { utterance, .. }) = e.check_partial(&[0.0; 200]) else { panic!() };
+        // 11 windows of speech minus its 320 quiet samples, plus 200 ms of tail.
+        assert_eq!(utterance.len(), 11 * WINDOW - 320 + ms_to_samples(200));
+        assert!(e.check_partial(&[0.0; 200]).is_none(), "only once");
     }
 
     #[test]

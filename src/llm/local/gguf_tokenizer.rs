@@ -94,6 +94,7 @@ impl GgufTokenizer {
     }
 
     /// Encodes `text`; control-token text becomes the control token.
+    #[cfg(test)]
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         encode_with(&self.with_specials, text)
     }
