@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(curl cmake pkg-config clang espeak-ng libespeak-ng-dev sox redis-server protobuf-compiler)
+# espeak-ng: phonemes for Piper and test speech; curl: load-tests/run.sh readiness probe.
+packages=(curl espeak-ng)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
