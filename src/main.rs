@@ -65,6 +65,14 @@ enum Command {
         #[arg(long)]
         title: Option<String>,
     },
+    /// Speak text with the local Piper voice into a WAV file (to hear the voice, or to make test questions).
+    Say {
+        /// What to say.
+        text: String,
+        /// Output WAV file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -88,6 +96,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Ingest { file, tenant, equipment, title } => {
             runtime()?.block_on(ingest(config, file, tenant, equipment, title))
+        }
+        Command::Say { text, out } => {
+            let mut voice = fieldvox::voice::tts::piper::PiperVoice::load(&config.model_paths(), 1)?;
+            let samples = voice.synthesize(&text)?;
+            fieldvox::audio::wav::write_mono(&out, &samples, voice.sample_rate())?;
+            eprintln!("wrote {} ({:.1} s)", out.display(), samples.len() as f64 / voice.sample_rate() as f64);
+            Ok(())
         }
         Command::Serve { listen } => {
             if let Some(listen) = listen {

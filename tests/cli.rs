@@ -15,7 +15,7 @@ fn fieldvox(data: &std::path::Path) -> Command {
 #[test]
 fn every_subcommand_has_help() {
     let data = common::temp_dir("cli-help");
-    for sub in [&["--help"][..], &["serve", "--help"], &["token", "--help"], &["ingest", "--help"]] {
+    for sub in [&["--help"][..], &["serve", "--help"], &["token", "--help"], &["ingest", "--help"], &["say", "--help"]] {
         let out = fieldvox(&data).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
@@ -59,4 +59,16 @@ fn ingest_reports_the_manual_and_refuses_broken_files() {
     let out = fieldvox(&data).arg("ingest").arg(data.join("nope.pdf")).args(["--tenant", "a", "--equipment", "b"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn say_writes_speech() {
+    let data = common::temp_dir("cli-say");
+    let wav = data.join("q.wav");
+    let out = fieldvox(&data).args(["say", "What torque for the head bolts?", "--out"]).arg(&wav).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (samples, rate) = fieldvox::audio::wav::read_mono(&wav).unwrap();
+    assert_eq!(rate, 22_050);
+    assert!(samples.len() > rate as usize, "at least a second of speech");
+    assert!(fieldvox::audio::pcm::rms_dbfs(&samples) > -40.0, "not silence");
 }
