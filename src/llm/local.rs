@@ -230,23 +230,21 @@ mod tests {
         ]
     }
 
-    /// The whole answer, plus the number of pieces it arrived in.
-    fn answer(llm: &mut LocalLlm, messages: &[ChatMessage], max_tokens: usize) -> (String, usize, usize) {
+    /// The whole streamed answer and its token count.
+    fn answer(llm: &mut LocalLlm, messages: &[ChatMessage], max_tokens: usize) -> (String, usize) {
         let mut text = String::new();
-        let mut pieces = 0;
         let started = Instant::now();
         let mut first_piece_ms = None;
         let tokens = llm
             .generate(messages, max_tokens, &mut |piece| {
                 first_piece_ms.get_or_insert(started.elapsed().as_millis());
                 text.push_str(piece);
-                pieces += 1;
                 true
             })
             .unwrap();
         let total_ms = started.elapsed().as_millis();
         eprintln!("{tokens} tokens in {total_ms} ms (first piece {first_piece_ms:?} ms): {text:?}");
-        (text, tokens, pieces)
+        (text, tokens)
     }
 
     #[test]
@@ -280,10 +278,29 @@ mod tests {
     }
 
     #[test]
+    fn streams_only_whole_characters() {
+        let llm = llm();
+        let tok = &llm.tokenizer;
+        let text = "Torque ✅ 38 N·m — 東京 naïve";
+        let ids = tok.encode(text).unwrap();
+        // Some tokens carry part of a character, so the stream must hold them back.
+        assert!(ids.iter().any(|id| tok.decode(&[*id]).unwrap().contains(char::REPLACEMENT_CHARACTER)));
+        let mut stream = TextStream::default();
+        let mut pieces = Vec::new();
+        for id in ids {
+            pieces.extend(stream.push(tok, id).unwrap());
+        }
+        pieces.extend(stream.finish(tok).unwrap());
+        assert!(pieces.iter().all(|p| !p.contains(char::REPLACEMENT_CHARACTER)), "{pieces:?}");
+        assert!(pieces.len() > 1);
+        assert_eq!(pieces.concat(), text);
+    }
+
+    #[test]
     fn answers_torque_from_the_passage() {
         let mut llm = llm();
         let messages = rtu40_messages("What torque for the compressor head bolts on the RTU-40?");
-        let (text, tokens, _) = answer(&mut llm, &messages, 64);
+        let (text, tokens) = answer(&mut llm, &messages, 64);
         assert!(text.contains("38"), "answer without the torque: {text:?}");
         assert!(tokens > 0 && tokens <= 64);
     }
@@ -292,7 +309,7 @@ mod tests {
     fn answers_gasket_part_number_from_the_passage() {
         let mut llm = llm();
         let messages = rtu40_messages("What is the part number of the replacement gasket?");
-        let (text, _, _) = answer(&mut llm, &messages, 64);
+        let (text, _) = answer(&mut llm, &messages, 64);
         assert!(text.contains("GK-4471-B"), "answer without the part number: {text:?}");
     }
 
@@ -308,7 +325,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(pieces.len(), 1);
-        assert!(tokens >= 1 && tokens <= 2, "generated {tokens} tokens after cancelling");
+        assert!((1..=2).contains(&tokens), "generated {tokens} tokens after cancelling");
     }
 
     #[test]
@@ -318,13 +335,13 @@ mod tests {
             message(Role::System, "You are a helpful assistant."),
             message(Role::User, "Write a long story about a technician repairing a rooftop unit."),
         ];
-        let (short, short_tokens, _) = answer(&mut llm, &messages, 5);
+        let (short, short_tokens) = answer(&mut llm, &messages, 5);
         assert_eq!(short_tokens, 5);
-        let (long, long_tokens, _) = answer(&mut llm, &messages, 20);
+        let (long, long_tokens) = answer(&mut llm, &messages, 20);
         assert_eq!(long_tokens, 20);
         // Greedy decoding with a fresh KV cache: the short answer is a prefix of the long one.
         assert!(!short.is_empty() && long.starts_with(&short), "{short:?} vs {long:?}");
-        let (again, _, _) = answer(&mut llm, &messages, 20);
+        let (again, _) = answer(&mut llm, &messages, 20);
         assert_eq!(again, long);
     }
 
@@ -352,7 +369,7 @@ mod tests {
             message(Role::System, "You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
             message(Role::User, "What is the capital of France?"),
         ];
-        let (text, _, _) = answer(&mut llm, &messages, 16);
+        let (text, _) = answer(&mut llm, &messages, 16);
         assert!(text.starts_with("The capital of France is Paris"), "{text:?}");
     }
 

@@ -1,5 +1,8 @@
-//! The grounded prompt: numbered passages with their sources, then the question.
+//! The grounded prompt: labelled passages with their sources, then the question. One
+//! wording for every provider, tuned against the smallest model we ship (see
+//! `local::grounded`), which bigger models follow just as well.
 
+use super::local::grounded_user_message;
 use super::{AnswerRequest, ChatMessage, Role};
 use crate::rag::retrieve::Passage;
 
@@ -8,18 +11,10 @@ pub fn source_label(p: &Passage) -> String {
     format!("{}, page {}", p.title, p.page)
 }
 
-pub fn user_message(passages: &[Passage], question: &str) -> String {
-    let mut out = String::from("Manual passages:\n");
-    for (i, p) in passages.iter().enumerate() {
-        out.push_str(&format!("[{}] {}: {}\n", i + 1, source_label(p), p.text));
-    }
-    out.push_str(&format!("\nQuestion: {question}"));
-    out
-}
-
 pub fn messages(req: &AnswerRequest) -> Vec<ChatMessage> {
+    let passages: Vec<(String, String)> = req.passages.iter().map(|p| (source_label(p), p.text.clone())).collect();
     vec![
         ChatMessage { role: Role::System, content: req.system_prompt.clone() },
-        ChatMessage { role: Role::User, content: user_message(&req.passages, &req.question) },
+        ChatMessage { role: Role::User, content: grounded_user_message(&passages, &req.question) },
     ]
 }
