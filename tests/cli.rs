@@ -15,7 +15,8 @@ fn fieldvox(data: &std::path::Path) -> Command {
 #[test]
 fn every_subcommand_has_help() {
     let data = common::temp_dir("cli-help");
-    for sub in [&["--help"][..], &["serve", "--help"], &["token", "--help"], &["ingest", "--help"], &["say", "--help"]] {
+    for sub in [&["--help"][..], &["serve", "--help"], &["token", "--help"], &["ingest", "--help"], &["say", "--help"]]
+    {
         let out = fieldvox(&data).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
@@ -34,7 +35,11 @@ fn minted_tokens_verify_with_the_configured_secret() {
     let token = String::from_utf8(out.stdout).unwrap();
     let claims = TokenKeys::new("a-test-secret-of-length").verify(token.trim()).unwrap();
     assert_eq!((claims.tenant.as_str(), claims.sub.as_str(), claims.role), ("acme", "tech-9", Role::Admin));
-    let bad = fieldvox(&data).env("FIELDVOX__AUTH__JWT_SECRET", "short").args(["token", "--tenant", "a", "--user", "u"]).output().unwrap();
+    let bad = fieldvox(&data)
+        .env("FIELDVOX__AUTH__JWT_SECRET", "short")
+        .args(["token", "--tenant", "a", "--user", "u"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("jwt_secret"), "names the bad setting");
 }
@@ -43,7 +48,12 @@ fn minted_tokens_verify_with_the_configured_secret() {
 fn ingest_reports_the_manual_and_refuses_broken_files() {
     let data = common::temp_dir("cli-ingest");
     let manual = common::repo().join("tests/fixtures/rtu40-service-manual.txt");
-    let out = fieldvox(&data).arg("ingest").arg(&manual).args(["--tenant", "acme", "--equipment", "RTU-40"]).output().unwrap();
+    let out = fieldvox(&data)
+        .arg("ingest")
+        .arg(&manual)
+        .args(["--tenant", "acme", "--equipment", "RTU-40"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["title"], "rtu40-service-manual");
@@ -51,12 +61,22 @@ fn ingest_reports_the_manual_and_refuses_broken_files() {
 
     let broken = data.join("broken.pdf");
     std::fs::write(&broken, b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer <<>>\n%%EOF").unwrap();
-    let out = fieldvox(&data).arg("ingest").arg(&broken).args(["--tenant", "acme", "--equipment", "RTU-40"]).output().unwrap();
+    let out = fieldvox(&data)
+        .arg("ingest")
+        .arg(&broken)
+        .args(["--tenant", "acme", "--equipment", "RTU-40"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("document could not be read") || err.contains("no extractable text"), "{err}");
 
-    let out = fieldvox(&data).arg("ingest").arg(data.join("nope.pdf")).args(["--tenant", "a", "--equipment", "b"]).output().unwrap();
+    let out = fieldvox(&data)
+        .arg("ingest")
+        .arg(data.join("nope.pdf"))
+        .args(["--tenant", "a", "--equipment", "b"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }

@@ -189,7 +189,8 @@ fn load_question(args: &Args) -> anyhow::Result<Speech> {
     // End of speech is the last 10 ms block above -50 dBFS, not the end of the file: the
     // trailing silence is streamed as silence frames, and latency counts from the speech.
     let block = 160;
-    let voiced = samples.chunks(block).rposition(|b| fieldvox::audio::pcm::rms_dbfs(b) > -50.0).map_or(0, |i| (i + 1) * block);
+    let voiced =
+        samples.chunks(block).rposition(|b| fieldvox::audio::pcm::rms_dbfs(b) > -50.0).map_or(0, |i| (i + 1) * block);
     samples.truncate(voiced.min(samples.len()));
     if samples.is_empty() {
         bail!("the question audio is silent");

@@ -85,17 +85,6 @@ impl ReferenceArgs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_path_matches_the_load_generator_default() {
-        let args = ReferenceArgs::parse_from(["reference"]);
-        assert_eq!(args.path_ms(), DEFAULT_PATH_MS);
-    }
-}
-
 async fn transcriptions(State(args): State<Arc<ReferenceArgs>>, mut form: Multipart) -> Response {
     // Drain the upload like a real service would.
     while let Ok(Some(field)) = form.next_field().await {
@@ -139,4 +128,15 @@ async fn speech(State(args): State<Arc<ReferenceArgs>>, axum::Json(req): axum::J
         pcm.extend_from_slice(&v.to_le_bytes());
     }
     ([(header::CONTENT_TYPE, "audio/pcm")], pcm).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_path_matches_the_load_generator_default() {
+        let args = ReferenceArgs::parse_from(["reference"]);
+        assert_eq!(args.path_ms(), DEFAULT_PATH_MS);
+    }
 }

@@ -36,7 +36,8 @@ pub fn write_mono(path: &Path, samples: &[f32], rate: u32) -> Result<(), WavErro
 
 /// Mono f32 samples as the bytes of a 16-bit PCM WAV file.
 pub fn encode_mono(samples: &[f32], rate: u32) -> Result<Vec<u8>, hound::Error> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut cursor = std::io::Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
     let mut w = hound::WavWriter::new(&mut cursor, spec)?;
     for s in samples {
