@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::Pipeline;
+use super::providers::StageError;
 use crate::audio::pcm::encode_pcm16;
 use crate::audio::resample::resample;
 use crate::error::ErrorCode;
@@ -19,6 +20,7 @@ use crate::rag::retrieve::Passage;
 use crate::session::Outbound;
 use crate::session::protocol::{Citation, ResponseStatus, ServerEvent, Timings};
 use crate::voice::sentences::SentenceSplitter;
+use crate::workers::PoolError;
 
 /// Output audio is sent in frames of this many milliseconds.
 const AUDIO_FRAME_MS: usize = 100;
@@ -26,8 +28,13 @@ const AUDIO_FRAME_MS: usize = 100;
 pub enum Question {
     /// Mono 16 kHz speech from the endpointer.
     Audio(Vec<f32>),
+    /// Speech whose transcription already started during the user's pause.
+    Transcribing(SttTask),
     Text(String),
 }
+
+/// A transcription running on its own task.
+pub type SttTask = tokio::task::JoinHandle<Result<String, StageError>>;
 
 /// Everything a turn needs from its session.
 pub struct TurnContext {
@@ -66,27 +73,18 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
     let question = match question {
         Question::Text(text) => text,
         Question::Audio(pcm) => {
-            let started = Instant::now();
-            let result = ctx.pipeline.stt.transcribe(pcm).await;
-            let stt_ms = ms_since(started);
-            timings.stt_ms = Some(stt_ms);
-            ctx.metrics.stage(Stage::Stt, stt_ms);
-            let transcript = match result {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(error = %e, "transcription failed");
-                    fail(&ctx, ErrorCode::ModelUnavailable, "speech recognition failed").await;
-                    return;
-                }
-            };
-            let item_id = format!("item_{}", uuid::Uuid::new_v4().simple());
-            ctx.send(ServerEvent::TranscriptionCompleted { item_id, transcript: transcript.clone() }).await;
-            if transcript.trim().is_empty() {
-                tracing::debug!("utterance had no words; no response");
-                ctx.metrics.turn_finished("no_speech");
-                return;
+            let stt = ctx.pipeline.stt.clone();
+            match transcript(&ctx, &mut timings, async move { stt.transcribe(pcm).await }).await {
+                Some(t) => t,
+                None => return,
             }
-            transcript
+        }
+        Question::Transcribing(task) => {
+            let done = async move { task.await.unwrap_or(Err(StageError::Pool(PoolError::Stopped("stt")))) };
+            match transcript(&ctx, &mut timings, done).await {
+                Some(t) => t,
+                None => return,
+            }
         }
     };
     if ctx.cancelled() {
@@ -139,6 +137,36 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
         voice_to_voice_ms = ?timings.voice_to_voice_ms, "turn done"
     );
     ctx.send(ServerEvent::ResponseDone { response_id, status, text, timings }).await;
+}
+
+/// Waits for the transcription and reports it; `None` when there is nothing to answer.
+/// For a speculative transcription the time measured is only what the pause did not hide.
+async fn transcript(
+    ctx: &TurnContext,
+    timings: &mut Timings,
+    transcription: impl Future<Output = Result<String, StageError>>,
+) -> Option<String> {
+    let started = Instant::now();
+    let result = transcription.await;
+    let stt_ms = ms_since(started);
+    timings.stt_ms = Some(stt_ms);
+    ctx.metrics.stage(Stage::Stt, stt_ms);
+    let transcript = match result {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "transcription failed");
+            fail(ctx, ErrorCode::ModelUnavailable, "speech recognition failed").await;
+            return None;
+        }
+    };
+    let item_id = format!("item_{}", uuid::Uuid::new_v4().simple());
+    ctx.send(ServerEvent::TranscriptionCompleted { item_id, transcript: transcript.clone() }).await;
+    if transcript.trim().is_empty() {
+        tracing::debug!("utterance had no words; no response");
+        ctx.metrics.turn_finished("no_speech");
+        return None;
+    }
+    Some(transcript)
 }
 
 async fn fail(ctx: &TurnContext, code: ErrorCode, message: &str) {

@@ -22,7 +22,7 @@ use crate::audio::pcm::rms_dbfs;
 use crate::auth::Claims;
 use crate::error::ErrorCode;
 use crate::pipeline::Pipeline;
-use crate::pipeline::turn::{self, Question, TurnContext};
+use crate::pipeline::turn::{self, Question, SttTask, TurnContext};
 use crate::voice::endpoint::Endpoint;
 use crate::voice::input::VoiceInput;
 
@@ -59,6 +59,8 @@ struct Session {
     /// Created on the first audio frame: sessions that never talk carry no audio state.
     voice: Option<VoiceInput>,
     turn: Option<ActiveTurn>,
+    /// Transcription started during the user's pause, for the utterance of this length.
+    speculation: Option<(usize, SttTask)>,
     next_seq: u64,
     turn_done: mpsc::Sender<u64>,
 }
@@ -76,7 +78,8 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let audio_gate = Arc::new(AtomicU64::new(0));
-    let writer = tokio::spawn(write_loop(sink, out_rx, audio_gate.clone()));
+    let mut writer = tokio::spawn(write_loop(sink, out_rx, audio_gate.clone()));
+    let mut writer_done = false;
     let (turn_done, mut turn_done_rx) = mpsc::channel(4);
     let id = guard.id.to_string();
     let mut s = Session {
@@ -91,6 +94,7 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
         pipeline,
         voice: None,
         turn: None,
+        speculation: None,
         next_seq: 1,
         turn_done,
     };
@@ -126,6 +130,11 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
+            // The writer gave up on a client that stopped reading: end the session too.
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                break None;
+            }
             Some(seq) = turn_done_rx.recv() => {
                 if s.turn.as_ref().is_some_and(|t| t.seq == seq) {
                     s.turn = None;
@@ -152,7 +161,9 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
         let _ = s.out.send(Outbound::Close { code, reason: reason.into() }).await;
     }
     drop(s);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
     tracing::info!(reason = ?close_reason.map(|c| c.1), "session closed");
     drop(guard);
 }
@@ -234,8 +245,7 @@ impl Session {
                 let ended = self.voice.as_mut().and_then(|v| v.endpointer.commit());
                 match ended {
                     Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) => {
-                        self.send(ServerEvent::SpeechStopped { audio_end_ms }).await;
-                        self.start_turn(Question::Audio(utterance)).await;
+                        self.utterance_ended(audio_end_ms, utterance).await
                     }
                     _ => self.error(ErrorCode::EmptyQuestion, "no speech in the input audio buffer").await,
                 }
@@ -244,6 +254,7 @@ impl Session {
                 if let Some(v) = self.voice.as_mut() {
                     v.clear();
                 }
+                self.drop_speculation();
                 self.send(ServerEvent::AudioCleared).await;
             }
             ClientEvent::ItemCreate(item) => {
@@ -331,20 +342,50 @@ impl Session {
                 Some(Endpoint::SpeechStarted { audio_start_ms }) => {
                     // Barge-in: the user talks over an answer, so stop it and drop its audio.
                     self.cancel_turn().await;
+                    self.drop_speculation();
                     self.send(ServerEvent::SpeechStarted { audio_start_ms }).await;
                 }
+                Some(Endpoint::Paused { utterance }) => self.speculate(utterance),
                 Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) => {
-                    self.send(ServerEvent::SpeechStopped { audio_end_ms }).await;
-                    self.start_turn(Question::Audio(utterance)).await;
+                    self.utterance_ended(audio_end_ms, utterance).await
                 }
             }
         }
         // The silence may already be complete inside the window that is still filling.
         let ended = self.voice.as_mut().and_then(VoiceInput::check_partial);
         if let Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) = ended {
-            self.send(ServerEvent::SpeechStopped { audio_end_ms }).await;
-            self.start_turn(Question::Audio(utterance)).await;
+            self.utterance_ended(audio_end_ms, utterance).await;
         }
+    }
+
+    /// Starts transcribing what was said so far while the silence window runs out.
+    fn speculate(&mut self, utterance: Vec<f32>) {
+        self.drop_speculation();
+        let stt = self.pipeline.stt.clone();
+        let len = utterance.len();
+        self.speculation = Some((len, tokio::spawn(async move { stt.transcribe(utterance).await })));
+    }
+
+    fn drop_speculation(&mut self) {
+        if let Some((_, task)) = self.speculation.take() {
+            task.abort();
+        }
+    }
+
+    /// The user stopped: answer, reusing the speculative transcription when it covered
+    /// exactly this utterance (they stayed silent after the pause).
+    async fn utterance_ended(&mut self, audio_end_ms: u64, utterance: Vec<f32>) {
+        self.send(ServerEvent::SpeechStopped { audio_end_ms }).await;
+        let question = match self.speculation.take() {
+            Some((len, task)) if len == utterance.len() => Question::Transcribing(task),
+            other => {
+                if let Some((_, task)) = other {
+                    task.abort();
+                }
+                Question::Audio(utterance)
+            }
+        };
+        self.start_turn(question).await;
     }
 
     /// Silero's probability, or 0 without asking it when the window is below the energy gate.

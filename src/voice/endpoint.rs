@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::vad::{SAMPLE_RATE, WINDOW};
 use crate::audio::pcm::rms_dbfs;
 
+/// Trailing silence an utterance keeps.
+const TAIL_MS: u64 = 200;
 /// Granularity of the energy check on window tails: 10 ms.
 const QUIET_BLOCK: usize = SAMPLE_RATE as usize / 100;
 
@@ -34,6 +36,10 @@ pub struct EndpointConfig {
     pub pre_roll_ms: u64,
     /// An utterance is cut here even if the user keeps talking.
     pub max_utterance_ms: u64,
+    /// After this much silence the utterance so far is offered for speculative
+    /// transcription (`Endpoint::Paused`), so recognition overlaps the rest of the
+    /// silence window. 0 turns it off. At least 200 ms, the tail an utterance keeps.
+    pub speculate_after_ms: u64,
 }
 
 impl Default for EndpointConfig {
@@ -46,6 +52,7 @@ impl Default for EndpointConfig {
             end_of_speech_ms: 480,
             pre_roll_ms: 256,
             max_utterance_ms: 15_000,
+            speculate_after_ms: 200,
         }
     }
 }
@@ -54,8 +61,17 @@ pub const WINDOW_MS: u64 = (WINDOW as u64 * 1000) / SAMPLE_RATE as u64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Endpoint {
-    SpeechStarted { audio_start_ms: u64 },
-    SpeechStopped { audio_end_ms: u64, utterance: Vec<f32> },
+    SpeechStarted {
+        audio_start_ms: u64,
+    },
+    /// The user paused: `utterance` is what `SpeechStopped` will carry if they stay silent.
+    Paused {
+        utterance: Vec<f32>,
+    },
+    SpeechStopped {
+        audio_end_ms: u64,
+        utterance: Vec<f32>,
+    },
 }
 
 #[derive(Debug)]
@@ -69,6 +85,8 @@ pub struct Endpointer {
     speech_windows: u64,
     /// Silence since the last speech, in samples.
     silence: usize,
+    /// Whether this pause was already offered for speculation.
+    paused: bool,
     utterance: Vec<f32>,
 }
 
@@ -81,6 +99,7 @@ impl Endpointer {
             recent: Vec::new(),
             speech_windows: 0,
             silence: 0,
+            paused: false,
             utterance: Vec::new(),
         }
     }
@@ -132,6 +151,14 @@ impl Endpointer {
         if self.silence >= ms_to_samples(self.config.end_of_speech_ms) || too_long {
             return Some(self.finish(0));
         }
+        if self.silence < window.len() {
+            self.paused = false; // speech again: a later pause is a new one
+        }
+        let speculate = self.config.speculate_after_ms.max(TAIL_MS);
+        if self.config.speculate_after_ms > 0 && !self.paused && self.silence >= ms_to_samples(speculate) {
+            self.paused = true;
+            return Some(Endpoint::Paused { utterance: self.trimmed() });
+        }
         None
     }
 
@@ -162,15 +189,20 @@ impl Endpointer {
         self.utterance = Vec::new();
         self.speech_windows = 0;
         self.silence = 0;
+        self.paused = false;
+    }
+
+    /// The utterance with at most `TAIL_MS` of its trailing silence: enough for the
+    /// recogniser, less to decode, and the same whether cut now or later in the pause.
+    fn trimmed(&self) -> Vec<f32> {
+        let trailing = self.silence.min(self.utterance.len());
+        let keep_tail = ms_to_samples(TAIL_MS).min(trailing);
+        self.utterance[..self.utterance.len() - trailing + keep_tail].to_vec()
     }
 
     /// `extra_ms`: audio seen beyond the last full window.
     fn finish(&mut self, extra_ms: u64) -> Endpoint {
-        let mut utterance = std::mem::take(&mut self.utterance);
-        // Keep ~200 ms of the trailing silence: enough for the recogniser, less to decode.
-        let trailing = self.silence.min(utterance.len());
-        let keep_tail = ms_to_samples(200).min(trailing);
-        utterance.truncate(utterance.len() - trailing + keep_tail);
+        let utterance = self.trimmed();
         self.clear();
         Endpoint::SpeechStopped { audio_end_ms: self.elapsed_ms + extra_ms, utterance }
     }
@@ -200,8 +232,41 @@ fn samples_to_ms(samples: usize) -> u64 {
 mod tests {
     use super::*;
 
+    /// Start and stop events (pauses are checked separately).
     fn run(e: &mut Endpointer, probs: &[f32]) -> Vec<Endpoint> {
-        probs.iter().enumerate().filter_map(|(i, &p)| e.push(&[i as f32; WINDOW], p)).collect()
+        probs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &p)| e.push(&[i as f32; WINDOW], p))
+            .filter(|ev| !matches!(ev, Endpoint::Paused { .. }))
+            .collect()
+    }
+
+    #[test]
+    fn a_pause_offers_exactly_the_utterance_that_stopping_gives() {
+        let mut e = Endpointer::new(EndpointConfig::default());
+        let mut events = Vec::new();
+        for (i, p) in [vec![0.9; 10], vec![0.0; 20]].concat().into_iter().enumerate() {
+            events.extend(e.push(&[i as f32 + 1.0; WINDOW], p));
+        }
+        let paused: Vec<_> = events.iter().filter(|e| matches!(e, Endpoint::Paused { .. })).collect();
+        assert_eq!(paused.len(), 1, "one offer per pause: {}", events.len());
+        let (Endpoint::Paused { utterance: early }, Some(Endpoint::SpeechStopped { utterance: last, .. })) =
+            (paused[0], events.last())
+        else {
+            panic!()
+        };
+        assert_eq!(early, last, "speculation is valid when the user stays silent");
+
+        // Speech after the pause: the next pause is offered again.
+        let mut e = Endpointer::new(EndpointConfig::default());
+        let probs = [vec![0.9; 10], vec![0.0; 8], vec![0.9; 5], vec![0.0; 8]].concat();
+        let pauses = probs
+            .iter()
+            .filter_map(|&p| e.push(&[0.5; WINDOW], p))
+            .filter(|ev| matches!(ev, Endpoint::Paused { .. }))
+            .count();
+        assert_eq!(pauses, 2);
     }
 
     #[test]
@@ -234,7 +299,7 @@ mod tests {
         assert!(e.push(&half_quiet, 0.9).is_none());
         // 480 ms = 7680 samples: 320 from the speech window + 14 silent windows = 7488 ...
         for _ in 0..14 {
-            assert!(e.push(&[0.0; WINDOW], 0.0).is_none());
+            assert!(!matches!(e.push(&[0.0; WINDOW], 0.0), Some(Endpoint::SpeechStopped { .. })));
         }
         // ... so 192 more quiet samples complete it, before the 15th window is full.
         assert!(e.check_partial(&[0.0; 100]).is_none(), "not enough yet");
