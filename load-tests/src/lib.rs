@@ -79,6 +79,11 @@ pub struct Args {
     /// server-added latency. 0 when running real models.
     #[arg(long, default_value_t = crate::reference::DEFAULT_PATH_MS)]
     pub reference_ms: f64,
+    /// The reference's transcription latency (part of `--reference-ms`). fieldvox may
+    /// hide it inside the silence window (speculative transcription): per turn, only the
+    /// part still visible in `response.done` is subtracted.
+    #[arg(long, default_value_t = 100.0)]
+    pub reference_stt_ms: f64,
     /// The pipeline's end-of-speech silence window, ms, also subtracted.
     #[arg(long, default_value_t = 480.0)]
     pub end_of_speech_ms: f64,

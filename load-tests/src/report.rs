@@ -43,7 +43,8 @@ pub struct Report {
     pub connect_ms: Percentiles,
     /// Last speech frame sent → first answer audio frame received, at the client.
     pub voice_to_voice_ms: Percentiles,
-    /// voice_to_voice − reference providers' fixed latencies − end-of-speech window.
+    /// voice_to_voice − end-of-speech window − the reference providers' fixed latencies
+    /// that were on the path (transcription only as far as it was not hidden in the pause).
     pub server_added_ms: Percentiles,
     /// Server's own clock: end of utterance detected → first answer audio frame sent.
     pub server_voice_to_voice_ms: Percentiles,
@@ -80,7 +81,10 @@ impl Report {
             Percentiles::of(turns.iter().filter_map(|t| f(&t.server)).collect())
         };
         let first = |it: &mut dyn Iterator<Item = String>| it.take(5).collect::<Vec<_>>();
-        let fixed = args.reference_ms + args.end_of_speech_ms;
+        let fixed = |t: &crate::session::Turn| {
+            let stt_on_path = t.server.stt_ms.unwrap_or(args.reference_stt_ms).min(args.reference_stt_ms);
+            args.end_of_speech_ms + args.reference_ms - args.reference_stt_ms + stt_on_path
+        };
         let per_session = match (baseline, steady) {
             (Some(b), Some(s)) if connected > 0 => Some((s.rss_kb as f64 - b.rss_kb as f64) / connected as f64),
             _ => None,
@@ -99,7 +103,7 @@ impl Report {
             first_turn_errors: first(&mut outcomes.iter().flat_map(|o| o.failed_turns.iter().cloned())),
             connect_ms: Percentiles::of(outcomes.iter().filter(|o| o.connected).map(|o| o.connect_ms).collect()),
             voice_to_voice_ms: Percentiles::of(turns.iter().map(|t| t.client_v2v_ms).collect()),
-            server_added_ms: Percentiles::of(turns.iter().map(|t| t.client_v2v_ms - fixed).collect()),
+            server_added_ms: Percentiles::of(turns.iter().map(|t| t.client_v2v_ms - fixed(t)).collect()),
             server_voice_to_voice_ms: stage(&|s| s.voice_to_voice_ms),
             endpointing_ms: Percentiles::of(
                 turns
