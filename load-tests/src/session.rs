@@ -184,6 +184,9 @@ async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
     let frame = (speech.rate as u64 * FRAME_MS / 1000) as usize;
     let mut pcm = Vec::new();
     fieldvox::audio::pcm::encode_pcm16(&speech.samples, &mut pcm);
+    // Whole frames only: the last speech frame is padded with silence, so the stream
+    // stays continuous real time, as a microphone's would.
+    pcm.resize(pcm.len().div_ceil(frame * 2) * frame * 2, 0);
     let speech_frames: Vec<&[u8]> = pcm.chunks(frame * 2).collect();
     let silence = vec![0u8; frame * 2];
     let mut ticker = tokio::time::interval(Duration::from_millis(FRAME_MS));

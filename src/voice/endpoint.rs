@@ -15,8 +15,8 @@ use crate::audio::pcm::rms_dbfs;
 
 /// Trailing silence an utterance keeps.
 const TAIL_MS: u64 = 200;
-/// Granularity of the energy check on window tails: 10 ms.
-const QUIET_BLOCK: usize = SAMPLE_RATE as usize / 100;
+/// Granularity of the energy check on window tails: 5 ms.
+const QUIET_BLOCK: usize = SAMPLE_RATE as usize / 200;
 
 /// Thresholds from the pipeline profile's `[vad]` table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
