@@ -120,7 +120,7 @@ impl Default for PipelinesConfig {
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        Self { stt: 1, llm: 1, tts: 1, embed: 1, onnx_threads: 1, queue_depth: 64 }
+        Self { stt: 1, llm: 1, tts: 1, embed: 1, onnx_threads: 1, queue_depth: 1024 }
     }
 }
 

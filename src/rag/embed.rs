@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
 use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 
 use super::RagError;
 use crate::cache::{Cache, EMBEDDING_TTL};
@@ -40,11 +42,14 @@ pub fn load_model(paths: &ModelPaths, threads: usize) -> Result<TextEmbedding, M
 pub struct Embedder {
     pool: WorkerPool<TextEmbedding>,
     cache: Arc<dyn Cache>,
+    /// Queries being embedded now: concurrent misses for one text share one inference
+    /// (a burst of the same question must not fill the pool's queue).
+    inflight: Arc<DashMap<String, Arc<OnceCell<Vec<f32>>>>>,
 }
 
 impl Embedder {
     pub fn new(pool: WorkerPool<TextEmbedding>, cache: Arc<dyn Cache>) -> Self {
-        Self { pool, cache }
+        Self { pool, cache, inflight: Arc::new(DashMap::new()) }
     }
 
     pub fn spawn(
@@ -65,10 +70,18 @@ impl Embedder {
         if let Some(v) = self.cache.get(&key).await.and_then(|bytes| decode_vector(&bytes)) {
             return Ok(v);
         }
-        let mut vectors = self.embed_batch(vec![text.to_string()]).await?;
-        let vector = vectors.pop().ok_or_else(|| ModelError::inference("embedder", "no vector returned"))?;
-        self.cache.set(&key, encode_vector(&vector), EMBEDDING_TTL).await;
-        Ok(vector)
+        let cell = self.inflight.entry(key.clone()).or_default().clone();
+        let result = cell
+            .get_or_try_init(|| async {
+                let mut vectors = self.embed_batch(vec![text.to_string()]).await?;
+                let vector = vectors.pop().ok_or_else(|| ModelError::inference("embedder", "no vector returned"))?;
+                self.cache.set(&key, encode_vector(&vector), EMBEDDING_TTL).await;
+                Ok::<_, RagError>(vector)
+            })
+            .await
+            .cloned();
+        self.inflight.remove(&key);
+        result
     }
 
     /// Embeds texts in one inference call (no cache: used for ingest).
@@ -125,6 +138,17 @@ mod tests {
         assert!(cosine(&q, &docs[0]) > cosine(&q, &docs[1]) + 0.1);
         let again = embedder.embed_query("what torque for the compressor head bolts").await.unwrap();
         assert_eq!(q, again);
+
+        // A burst of one new question: one inference, the rest wait for it (the pool's
+        // queue of 8 would refuse most of 50 separate jobs).
+        let burst = (0..50).map(|_| {
+            let e = embedder.clone();
+            tokio::spawn(async move { e.embed_query("how often are the return air filters replaced").await })
+        });
+        let vectors: Vec<_> =
+            futures_util::future::join_all(burst).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+        assert!(vectors.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(cache.len(), 2);
         assert_eq!(encode_vector(&q).len(), DIMENSIONS * 4);
         assert_eq!(decode_vector(&encode_vector(&q)).unwrap(), q);
         assert!(decode_vector(&[0u8; 3]).is_none());
