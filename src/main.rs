@@ -184,20 +184,30 @@ async fn shutdown_signal() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
-/// Thousands of sessions need thousands of descriptors: raise the soft limit to the hard one.
+/// Thousands of sessions need thousands of descriptors: raise the soft limit to the hard
+/// one, and say what the limit is, since it caps the sessions this process can hold.
 fn raise_fd_limit() {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
         unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-                let before = lim.rlim_cur;
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return;
+            }
+            let before = lim.rlim_cur;
+            if lim.rlim_cur < lim.rlim_max {
                 lim.rlim_cur = lim.rlim_max;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                    tracing::info!(from = before, to = lim.rlim_max, "raised open file limit");
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    lim.rlim_cur = before;
                 }
             }
+            tracing::info!(
+                from = before,
+                to = lim.rlim_cur,
+                hard = lim.rlim_max,
+                "open file limit (each session holds one descriptor)"
+            );
         }
     }
 }
