@@ -83,8 +83,6 @@ pub enum AppError {
     Pool(#[from] PoolError),
     #[error("the server holds its maximum of {0} sessions")]
     SessionLimit(usize),
-    #[error("{0}")]
-    BadRequest(String),
 }
 
 impl AppError {
@@ -98,7 +96,6 @@ impl AppError {
             AppError::Pool(PoolError::Overloaded(_)) => ErrorCode::Overloaded,
             AppError::Pool(PoolError::Stopped(_)) => ErrorCode::ModelUnavailable,
             AppError::SessionLimit(_) => ErrorCode::SessionLimit,
-            AppError::BadRequest(_) => ErrorCode::InvalidEvent,
         }
     }
 

@@ -44,16 +44,16 @@ fn minted_tokens_verify_with_the_configured_secret() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("jwt_secret"), "names the bad setting");
 }
 
+/// `fieldvox ingest FILE` for tenant acme.
+fn ingest(data: &std::path::Path, file: &std::path::Path) -> std::process::Output {
+    fieldvox(data).arg("ingest").arg(file).args(["--tenant", "acme", "--equipment", "RTU-40"]).output().unwrap()
+}
+
 #[test]
 fn ingest_reports_the_manual_and_refuses_broken_files() {
     let data = common::temp_dir("cli-ingest");
     let manual = common::repo().join("tests/fixtures/rtu40-service-manual.txt");
-    let out = fieldvox(&data)
-        .arg("ingest")
-        .arg(&manual)
-        .args(["--tenant", "acme", "--equipment", "RTU-40"])
-        .output()
-        .unwrap();
+    let out = ingest(&data, &manual);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["title"], "rtu40-service-manual");
@@ -61,22 +61,12 @@ fn ingest_reports_the_manual_and_refuses_broken_files() {
 
     let broken = data.join("broken.pdf");
     std::fs::write(&broken, b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer <<>>\n%%EOF").unwrap();
-    let out = fieldvox(&data)
-        .arg("ingest")
-        .arg(&broken)
-        .args(["--tenant", "acme", "--equipment", "RTU-40"])
-        .output()
-        .unwrap();
+    let out = ingest(&data, &broken);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("document could not be read") || err.contains("no extractable text"), "{err}");
 
-    let out = fieldvox(&data)
-        .arg("ingest")
-        .arg(data.join("nope.pdf"))
-        .args(["--tenant", "a", "--equipment", "b"])
-        .output()
-        .unwrap();
+    let out = ingest(&data, &data.join("nope.pdf"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }

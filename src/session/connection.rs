@@ -33,7 +33,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TRANSPORT: &str = "websocket";
 
 pub mod close {
-    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
@@ -394,7 +393,8 @@ impl Session {
         if rms_dbfs(&window) < voice.endpointer.config().energy_gate_dbfs {
             return 0.0;
         }
-        match self.app.vad.score(window, voice.vad.clone()).await {
+        // The state travels to the VAD thread and back; on failure the stream restarts fresh.
+        match self.app.vad.score(window, std::mem::take(&mut voice.vad)).await {
             Ok((prob, state)) => {
                 if let Some(v) = self.voice.as_mut() {
                     v.vad = state;

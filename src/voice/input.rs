@@ -28,11 +28,6 @@ impl VoiceInput {
         }
     }
 
-    /// Adds samples at the client's rate.
-    pub fn push(&mut self, samples: &[f32]) {
-        self.resampler.process(samples, &mut self.pending);
-    }
-
     /// Adds a PCM16 frame at the client's rate, reusing one decode buffer.
     pub fn push_pcm16(&mut self, bytes: &[u8]) -> Result<(), PcmError> {
         self.scratch.clear();
@@ -71,9 +66,10 @@ mod tests {
     #[test]
     fn windows_at_16k_from_any_rate() {
         let mut v = VoiceInput::new(48_000, EndpointConfig::default());
-        v.push(&vec![0.1; 480 * 3]); // 30 ms at 48 kHz = 480 samples at 16 kHz
+        let frame = [0x10u8, 0x02].repeat(480 * 3); // 30 ms at 48 kHz = 480 samples at 16 kHz
+        v.push_pcm16(&frame).unwrap();
         assert!(v.next_window().is_none());
-        v.push(&vec![0.1; 480 * 3]);
+        v.push_pcm16(&frame).unwrap();
         assert!(v.next_window().is_some());
         assert!(v.next_window().is_none());
     }

@@ -141,34 +141,32 @@ impl VadService {
 }
 
 fn serve(vad: &mut SileroVad, rx: &Receiver<Request>) {
-    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut windows = Vec::with_capacity(MAX_BATCH);
     let mut states = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(Request { window, state, reply }) = next.take() {
+            windows.push(window);
+            states.push(state);
+            replies.push(reply);
+            if replies.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
-        }
-        windows.clear();
-        states.clear();
-        for r in &batch {
-            windows.push(r.window);
-            states.push(r.state.clone());
         }
         match vad.score(&windows, &mut states) {
             Ok(probs) => {
-                for ((r, p), s) in batch.drain(..).zip(probs).zip(states.drain(..)) {
-                    let _ = r.reply.send(Ok((p, s)));
+                for ((reply, p), s) in replies.drain(..).zip(probs).zip(states.drain(..)) {
+                    let _ = reply.send(Ok((p, s)));
                 }
             }
             Err(e) => {
-                for r in batch.drain(..) {
-                    let _ = r.reply.send(Err(ModelError::inference("silero-vad", &e)));
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(ModelError::inference("silero-vad", &e)));
                 }
+                states.clear();
             }
         }
+        windows.clear();
     }
 }
