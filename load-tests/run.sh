@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 port="${PORT:-8090}"
 profile="${BUILD_PROFILE:-dev}"
-cargo build --workspace --bins $([ "$profile" = release ] && echo --release)
+# The dev build is the one the README commands make (scripts/build.sh): nothing is rebuilt.
+if [ "$profile" = release ]; then cargo build --workspace --bins --release; else scripts/build.sh; fi
 bin="$CARGO_TARGET_DIR/$([ "$profile" = release ] && echo release || echo debug)"
 
 data=$(mktemp -d /tmp/fieldvox-load-XXXX)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 scripts/setup.sh
-cargo build --bin fieldvox
+scripts/build.sh
 bin="$CARGO_TARGET_DIR/debug/fieldvox"
 if [ ! -e data/fieldvox.sqlite ]; then
   "$bin" ingest tests/fixtures/rtu40-service-manual.txt --tenant demo --equipment RTU-40 --title "RTU-40 Service Manual"

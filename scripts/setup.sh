@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# espeak-ng: phonemes for Piper and test speech; curl: load-tests/run.sh readiness probe.
-packages=(curl espeak-ng)
+# espeak-ng: phonemes for Piper and test speech; flite: a second voice for the answer-quality
+# benchmark; curl: load-tests/run.sh readiness probe.
+packages=(curl espeak-ng flite)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -39,7 +39,7 @@ impl KnowledgeBase {
         let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(CACHE_ENTRIES));
         let w = &config.workers;
         let embedder = Embedder::spawn(&config.model_paths(), w.embed, w.onnx_threads, w.queue_depth, cache.clone())?;
-        Ok(Self { store: Arc::new(store), index: Arc::new(index), embedder, cache })
+        Ok(Self::new(Arc::new(store), Arc::new(index), embedder, cache))
     }
 }
 

@@ -4,6 +4,7 @@ pub mod app;
 pub mod audio;
 pub mod auth;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -1,4 +1,5 @@
-//! The `fieldvox` command: run the server, mint development tokens, ingest manuals.
+//! The `fieldvox` command: run the server, mint development tokens, ingest manuals, ask
+//! a running server a question.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use fieldvox::app::App;
 use fieldvox::auth::{Role, TokenKeys};
+use fieldvox::client::{AskOptions, Question};
 use fieldvox::config::Config;
 use fieldvox::rag::KnowledgeBase;
 use fieldvox::rag::ingest::IngestRequest;
@@ -65,6 +67,41 @@ enum Command {
         #[arg(long)]
         title: Option<String>,
     },
+    /// Ask a running server a question, typed or from a WAV file; print the transcript,
+    /// answer, citations and timings, and optionally save the spoken answer.
+    #[command(group(clap::ArgGroup::new("question").required(true).args(["text", "wav"])))]
+    Ask {
+        /// The question, typed.
+        text: Option<String>,
+        /// The question as speech: a WAV file (any rate, mono or stereo).
+        #[arg(long)]
+        wav: Option<PathBuf>,
+        /// The server's realtime endpoint.
+        #[arg(long, env = "FIELDVOX_URL", default_value = "ws://127.0.0.1:8080/v1/realtime")]
+        url: String,
+        /// Bearer token. Without it, one is minted from --tenant/--user and the configured secret.
+        #[arg(long, env = "FIELDVOX_TOKEN", conflicts_with_all = ["tenant", "user"])]
+        token: Option<String>,
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        #[arg(long, default_value = "cli")]
+        user: String,
+        /// Search only this equipment's manuals.
+        #[arg(long)]
+        equipment: Option<String>,
+        /// Pipeline profile (default: the server's).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Write the spoken answer to this WAV file.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Print the answer as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Longest wait for the answer, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
     /// Speak text with the local Piper voice into a WAV file (to hear the voice, or to make test questions).
     Say {
         /// What to say.
@@ -98,6 +135,37 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest { file, tenant, equipment, title } => {
             runtime()?.block_on(ingest(config, file, tenant, equipment, title))
         }
+        Command::Ask { text, wav, url, token, tenant, user, equipment, pipeline, out, json, timeout_secs } => {
+            let token = token
+                .unwrap_or_else(|| TokenKeys::new(&config.auth.jwt_secret).mint(&user, &tenant, Role::Technician, 600));
+            let options = AskOptions {
+                url,
+                token,
+                pipeline,
+                equipment,
+                output_rate: 24_000,
+                timeout: Duration::from_secs(timeout_secs),
+            };
+            let question = match (text, wav) {
+                (_, Some(path)) => {
+                    let (samples, rate) = fieldvox::audio::wav::read_mono(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    Question::Speech { samples, rate }
+                }
+                (Some(text), None) => Question::Text(text),
+                (None, None) => anyhow::bail!("give a question, or --wav FILE"),
+            };
+            let answer = runtime()?.block_on(fieldvox::client::ask(&options, question))?;
+            if let Some(out) = &out {
+                fieldvox::audio::wav::write_mono(out, &answer.audio, answer.audio_rate)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print_answer(&answer, out.as_deref());
+            }
+            Ok(())
+        }
         Command::Say { text, out } => {
             let mut voice = fieldvox::voice::tts::piper::PiperVoice::load(&config.model_paths(), 1)?;
             let samples = voice.synthesize(&text)?;
@@ -111,6 +179,30 @@ fn main() -> anyhow::Result<()> {
             }
             runtime()?.block_on(serve(config))
         }
+    }
+}
+
+fn print_answer(answer: &fieldvox::client::Answer, out: Option<&std::path::Path>) {
+    if let Some(heard) = &answer.transcript {
+        println!("heard:    {heard}");
+    }
+    println!("answer:   {}", answer.text);
+    for c in &answer.citations {
+        println!("source:   {}, page {} (score {:.2})", c.title, c.page, c.score);
+    }
+    if let Some(timings) = answer.timings.as_object() {
+        let parts: Vec<String> = timings
+            .iter()
+            .filter_map(|(k, v)| Some(format!("{} {:.0} ms", k.trim_end_matches("_ms"), v.as_f64()?)))
+            .collect();
+        println!("timings:  {}", parts.join(", "));
+    }
+    match out {
+        Some(path) => println!("audio:    {:.1} s written to {}", answer.audio_seconds, path.display()),
+        None => println!("audio:    {:.1} s (save it with --out answer.wav)", answer.audio_seconds),
+    }
+    if answer.status != "completed" {
+        println!("status:   {}", answer.status);
     }
 }
 

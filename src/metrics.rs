@@ -35,6 +35,7 @@ pub struct Metrics {
     turns: IntCounterVec,
     stage_seconds: HistogramVec,
     errors: IntCounterVec,
+    answers: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -64,8 +65,18 @@ impl Metrics {
         let errors =
             IntCounterVec::new(Opts::new("errors_total", "Errors reported to clients, by stable code"), &["code"])
                 .expect("valid metric");
+        let answers = IntCounterVec::new(
+            Opts::new(
+                "answers_total",
+                "Answers by how they were made: extractive, generated, fallback (a generated sentence failed \
+                 the grounding check), not_found",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(answers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_active.clone()),
             Box::new(sessions_opened.clone()),
             Box::new(turns.clone()),
             Box::new(stage_seconds.clone()),
@@ -73,7 +84,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Self { registry, sessions_active, sessions_opened, turns, stage_seconds, errors }
+        Self { registry, sessions_active, sessions_opened, turns, stage_seconds, errors, answers }
     }
 
     pub fn session_opened(&self, transport: &str) {
@@ -91,6 +102,10 @@ impl Metrics {
 
     pub fn stage(&self, stage: Stage, ms: f64) {
         self.stage_seconds.with_label_values(&[stage.as_str()]).observe(ms / 1000.0);
+    }
+
+    pub fn answer(&self, kind: &str) {
+        self.answers.with_label_values(&[kind]).inc();
     }
 
     pub fn error(&self, code: &str) {

@@ -15,8 +15,14 @@ fn fieldvox(data: &std::path::Path) -> Command {
 #[test]
 fn every_subcommand_has_help() {
     let data = common::temp_dir("cli-help");
-    for sub in [&["--help"][..], &["serve", "--help"], &["token", "--help"], &["ingest", "--help"], &["say", "--help"]]
-    {
+    for sub in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["token", "--help"],
+        &["ingest", "--help"],
+        &["say", "--help"],
+        &["ask", "--help"],
+    ] {
         let out = fieldvox(&data).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
@@ -81,4 +87,66 @@ fn say_writes_speech() {
     assert_eq!(rate, 22_050);
     assert!(samples.len() > rate as usize, "at least a second of speech");
     assert!(fieldvox::audio::pcm::rms_dbfs(&samples) > -40.0, "not silence");
+}
+
+/// "38" as written, or as Whisper may write the spoken "thirty-eight".
+fn mentions_38(text: &str) -> bool {
+    let t = text.to_lowercase();
+    t.contains("38") || t.contains("thirty-eight") || t.contains("thirty eight")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ask_answers_typed_and_spoken_questions_and_saves_the_answer() {
+    let h = common::harness();
+    let data = common::temp_dir("cli-ask");
+    let token = h.token(common::TENANT_A);
+    let ask = |args: &[&str]| {
+        let mut cmd = fieldvox(&data);
+        cmd.args(["ask", "--url", &h.url(), "--token", &token, "--pipeline", "extractive"]).args(args);
+        cmd
+    };
+
+    // Typed, as JSON for scripts.
+    let out = ask(&["What torque for the compressor head bolts on the RTU-40?", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(mentions_38(answer["text"].as_str().unwrap()), "{answer}");
+    assert_eq!(answer["citations"][0]["page"], 3, "{answer}");
+    assert!(answer["timings"]["voice_to_voice_ms"].as_f64().is_some(), "{answer}");
+
+    // Spoken from a WAV file (espeak-ng, not the server's voice), answer audio saved.
+    let question = data.join("question.wav");
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&question)
+        .arg("What torque for the compressor head bolts on the RTU-40?")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let saved = data.join("answer.wav");
+    let out = ask(&["--wav", question.to_str().unwrap(), "--out", saved.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("heard:") && stdout.to_lowercase().contains("torque"), "{stdout}");
+    assert!(stdout.contains("page 3"), "{stdout}");
+
+    // The saved answer, heard back by the same recogniser, states the torque.
+    let (samples, rate) = fieldvox::audio::wav::read_mono(&saved).unwrap();
+    assert!(samples.len() > rate as usize, "at least a second of answer audio");
+    let pcm = fieldvox::audio::resample::resample(&samples, rate, 16_000);
+    let pipeline = h.app.pipelines.get(Some("extractive")).unwrap();
+    let heard = pipeline.stt.transcribe(pcm, String::new()).await.unwrap();
+    assert!(mentions_38(&heard), "answer audio says: {heard}");
+
+    // A server that is not there is a clear error, not a hang.
+    let out = fieldvox(&data)
+        .args(["ask", "hello", "--url", "ws://127.0.0.1:9/v1/realtime", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

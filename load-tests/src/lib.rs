@@ -5,6 +5,7 @@
 //!
 //! Loopback only, bounded in sessions and time.
 
+pub mod eval;
 pub mod proc_stats;
 pub mod reference;
 pub mod report;
@@ -173,20 +174,22 @@ pub struct Speech {
 }
 
 fn load_question(args: &Args) -> anyhow::Result<Speech> {
+    // A file of this call's own: tests in one process synthesize questions at once.
+    let synthesized;
     let path = match &args.wav {
         Some(p) => p.clone(),
         None => {
-            let path = std::env::temp_dir().join(format!("fieldvox-load-question-{}.wav", std::process::id()));
+            synthesized = tempfile::Builder::new().prefix("fieldvox-load-question-").suffix(".wav").tempfile()?;
             let status = std::process::Command::new("espeak-ng")
                 .args(["-v", "en-us", "-s", "150", "-w"])
-                .arg(&path)
+                .arg(synthesized.path())
                 .arg(&args.question)
                 .status()
                 .context("running espeak-ng to synthesize the question (or pass --wav)")?;
             if !status.success() {
                 bail!("espeak-ng failed");
             }
-            path
+            synthesized.path().to_path_buf()
         }
     };
     let (samples, rate) = fieldvox::audio::wav::read_mono(&path)?;

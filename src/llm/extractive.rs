@@ -1,49 +1,26 @@
-//! The extractive answerer: no language model, it reads out the sentences of the best
-//! passage that share the most words with the question, with their source.
+//! The extractive answerer: no language model. It reads out the best evidence sentence,
+//! chosen by meaning and by the words and codes it shares with the question, followed by
+//! its source. Every fact it speaks is printed in the manual it cites.
 
-use super::prompt::source_label;
-use crate::rag::retrieve::Passage;
+use super::AnswerRequest;
+use super::prompt::source_sentence;
 
-const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "is", "are", "what", "which", "how", "for", "on", "of", "to", "in", "do", "does", "i", "it",
-    "and", "or", "with", "my", "me", "should", "can", "be", "at", "by", "this", "that",
-];
-
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric() && c != '-')
-        .map(str::to_lowercase)
-        .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.as_str()))
-        .collect()
-}
-
-pub fn answer(question: &str, passages: &[Passage]) -> String {
-    let Some(best) = passages.first() else {
-        return "I could not find that in your manuals.".to_string();
-    };
-    let asked = words(question);
-    let sentences: Vec<&str> =
-        best.text.split_inclusive(['.', '!', '?']).map(str::trim).filter(|s| !s.is_empty()).collect();
-    let overlap = |s: &str| words(s).iter().filter(|w| asked.contains(w)).count();
-    let top = sentences.iter().copied().max_by_key(|s| overlap(s)).unwrap_or(best.text.as_str());
-    // Keep the sentence after the best one when it continues the instruction.
-    let pos = sentences.iter().position(|s| *s == top).unwrap_or(0);
-    let mut chosen = top.to_string();
-    if let Some(next) = sentences.get(pos + 1)
-        && overlap(next) > 0
-    {
-        chosen.push(' ');
-        chosen.push_str(next);
-    }
-    format!("According to {}: {}", source_label(best), chosen)
+/// The best evidence sentence and its source, or `None` without evidence.
+pub fn answer(req: &AnswerRequest) -> Option<String> {
+    let best = req.evidence.first()?;
+    let passage = req.passages.get(best.passage)?;
+    Some(format!("{} {}", best.sentence, source_sentence(passage)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rag::evidence::Evidence;
+    use crate::rag::retrieve::Passage;
     use uuid::Uuid;
 
     #[test]
-    fn reads_the_matching_sentence_with_its_source() {
+    fn reads_the_best_evidence_with_its_source() {
         let p = Passage {
             chunk_id: Uuid::nil(),
             manual_id: Uuid::nil(),
@@ -52,11 +29,22 @@ mod tests {
             text: "Check the belt. The compressor head bolts are tightened to 38 N·m. Use a star pattern.".into(),
             score: 0.8,
         };
-        let a = answer("What torque for the compressor head bolts?", &[p]);
+        let mut req = AnswerRequest {
+            system_prompt: String::new(),
+            question: "What torque for the compressor head bolts?".into(),
+            passages: vec![p],
+            evidence: vec![Evidence {
+                passage: 0,
+                sentence: "The compressor head bolts are tightened to 38 N·m.".into(),
+                score: 1.0,
+            }],
+            max_tokens: 10,
+        };
         assert_eq!(
-            a,
-            "According to RTU-40 Service Manual, page 12: The compressor head bolts are tightened to 38 N·m."
+            answer(&req).unwrap(),
+            "The compressor head bolts are tightened to 38 N·m. From the RTU-40 Service Manual, page 12."
         );
-        assert_eq!(answer("anything", &[]), "I could not find that in your manuals.");
+        req.evidence.clear();
+        assert_eq!(answer(&req), None);
     }
 }

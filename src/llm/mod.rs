@@ -4,6 +4,7 @@
 //! passage (`extractive`), and any OpenAI-compatible `/v1/chat/completions` (`openai`).
 
 pub mod extractive;
+pub mod grounding;
 pub mod local;
 pub mod openai;
 pub mod prompt;
@@ -11,6 +12,7 @@ pub mod prompt;
 use serde::{Deserialize, Serialize};
 
 use crate::models::ModelError;
+use crate::rag::evidence::Evidence;
 use crate::rag::retrieve::Passage;
 use crate::workers::PoolError;
 
@@ -34,6 +36,9 @@ pub struct AnswerRequest {
     pub system_prompt: String,
     pub question: String,
     pub passages: Vec<Passage>,
+    /// The sentences of `passages` that answer the question, best first (never empty:
+    /// without evidence the turn says it found nothing and asks no model).
+    pub evidence: Vec<Evidence>,
     pub max_tokens: usize,
 }
 

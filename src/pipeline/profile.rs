@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rag::evidence::EvidenceConfig;
+pub use crate::rag::retrieve::RetrievalConfig;
 use crate::voice::endpoint::EndpointConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +23,8 @@ pub struct Profile {
     pub stt: SttConfig,
     #[serde(default)]
     pub retrieval: RetrievalConfig,
+    #[serde(default)]
+    pub evidence: EvidenceConfig,
     pub llm: LlmConfig,
     #[serde(default)]
     pub tts: TtsConfig,
@@ -38,13 +42,17 @@ pub enum SttKind {
 #[serde(default, deny_unknown_fields)]
 pub struct SttConfig {
     pub provider: SttKind,
+    /// Prime recognition with the tenant's codes (equipment ids, fault codes, part numbers).
+    /// Off by default: on the answer-quality benchmark it made Whisper tiny.en repeat codes
+    /// from the hint on unclear speech (README, "Answer quality").
+    pub vocabulary_hint: bool,
     #[serde(default)]
     pub endpoint: HttpProvider,
 }
 
 impl Default for SttConfig {
     fn default() -> Self {
-        Self { provider: SttKind::Whisper, endpoint: HttpProvider::default() }
+        Self { provider: SttKind::Whisper, vocabulary_hint: false, endpoint: HttpProvider::default() }
     }
 }
 
@@ -75,21 +83,6 @@ impl HttpProvider {
 
     pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.timeout_ms.unwrap_or(30_000))
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetrievalConfig {
-    /// Passages given to the answerer.
-    pub top_k: usize,
-    /// Cosine similarity below which a passage is not used or cited.
-    pub min_score: f32,
-}
-
-impl Default for RetrievalConfig {
-    fn default() -> Self {
-        Self { top_k: 3, min_score: 0.3 }
     }
 }
 
@@ -204,9 +197,11 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
         let profiles = load_dir(&dir).unwrap();
         let fa = &profiles["field-assistant"];
-        assert_eq!(fa.llm.provider, LlmKind::Local);
+        assert_eq!(fa.llm.provider, LlmKind::Extractive, "the default answers from the manuals' own sentences");
         assert_eq!(fa.tts.provider, TtsKind::Piper);
-        assert!(!fa.llm.system_prompt.is_empty());
+        let llm = &profiles["local-llm"];
+        assert_eq!(llm.llm.provider, LlmKind::Local);
+        assert!(!llm.llm.system_prompt.is_empty());
         assert_eq!(profiles["extractive"].llm.provider, LlmKind::Extractive);
     }
 

@@ -32,11 +32,12 @@ pub enum StageError {
 }
 
 impl SttProvider {
-    /// Transcribes mono 16 kHz audio.
-    pub async fn transcribe(&self, pcm_16k: Vec<f32>) -> Result<String, StageError> {
+    /// Transcribes mono 16 kHz audio; `hint` lists words the speaker is likely to use
+    /// (the tenant's codes), or is empty.
+    pub async fn transcribe(&self, pcm_16k: Vec<f32>, hint: String) -> Result<String, StageError> {
         match self {
-            SttProvider::Whisper(pool) => Ok(pool.run(move |w| w.transcribe(&pcm_16k)).await??),
-            SttProvider::OpenAi(client) => Ok(client.transcribe(&pcm_16k).await?),
+            SttProvider::Whisper(pool) => Ok(pool.run(move |w| w.transcribe_with_hint(&pcm_16k, &hint)).await??),
+            SttProvider::OpenAi(client) => Ok(client.transcribe(&pcm_16k, &hint).await?),
         }
     }
 }
@@ -85,6 +86,12 @@ pub enum LlmProvider {
 }
 
 impl LlmProvider {
+    /// True for language models, whose sentences must pass the grounding check; the
+    /// extractive answerer only reads sentences of the manuals.
+    pub fn is_generative(&self) -> bool {
+        !matches!(self, LlmProvider::Extractive)
+    }
+
     /// Streams the answer's text pieces into `tx`. Stops early, without error, when
     /// `cancel` is set (barge-in) or the receiver is dropped.
     pub async fn stream(
@@ -95,8 +102,9 @@ impl LlmProvider {
     ) -> Result<(), LlmError> {
         match self {
             LlmProvider::Extractive => {
-                let answer = extractive::answer(&req.question, &req.passages);
-                let _ = tx.send(answer).await;
+                if let Some(answer) = extractive::answer(&req) {
+                    let _ = tx.send(answer).await;
+                }
                 Ok(())
             }
             LlmProvider::Local(pool) => {

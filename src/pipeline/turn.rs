@@ -14,8 +14,12 @@ use crate::audio::pcm::encode_pcm16;
 use crate::audio::resample::resample;
 use crate::error::ErrorCode;
 use crate::llm::AnswerRequest;
+use crate::llm::extractive;
+use crate::llm::grounding::{Grounding, is_whole};
+use crate::llm::prompt::{source_label, source_sentence};
 use crate::metrics::{Metrics, Stage};
 use crate::rag::KnowledgeBase;
+use crate::rag::evidence::Evidence;
 use crate::rag::retrieve::Passage;
 use crate::session::Outbound;
 use crate::session::protocol::{Citation, ResponseStatus, ServerEvent, Timings};
@@ -74,7 +78,8 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
         Question::Text(text) => text,
         Question::Audio(pcm) => {
             let stt = ctx.pipeline.stt.clone();
-            match transcript(&ctx, &mut timings, async move { stt.transcribe(pcm).await }).await {
+            let hint = transcription_hint(&ctx.kb, &ctx.tenant, &ctx.pipeline).await;
+            match transcript(&ctx, &mut timings, async move { stt.transcribe(pcm, hint).await }).await {
                 Some(t) => t,
                 None => return,
             }
@@ -94,34 +99,46 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
     ctx.send(ServerEvent::ResponseCreated { response_id: response_id.clone() }).await;
 
     let profile = &ctx.pipeline.profile;
-    let retrieved = ctx
-        .kb
-        .retrieve(
-            &ctx.tenant,
-            ctx.equipment.as_deref(),
-            &question,
-            profile.retrieval.top_k,
-            profile.retrieval.min_score,
-        )
-        .await;
-    let passages = match retrieved {
-        Ok((passages, rt)) => {
+    let found = async {
+        let (passages, rt) =
+            ctx.kb.retrieve(&ctx.tenant, ctx.equipment.as_deref(), &question, &profile.retrieval).await?;
+        let evidence = ctx.kb.evidence(&profile.evidence, &question, &passages).await?;
+        Ok::<_, crate::rag::RagError>((passages, evidence, rt))
+    };
+    let (passages, mut evidence) = match found.await {
+        Ok((passages, evidence, rt)) => {
             timings.embed_ms = Some(rt.embed_ms);
             timings.retrieval_ms = Some(rt.search_ms);
             ctx.metrics.stage(Stage::Embed, rt.embed_ms);
             ctx.metrics.stage(Stage::Retrieval, rt.search_ms);
-            passages
+            (passages, evidence)
         }
         Err(e) => {
             tracing::warn!(error = %e, "retrieval failed");
             fail(&ctx, e.code(), "searching the manuals failed").await;
+            let timings = Timings { total_ms: ms_since(ended_at), ..timings };
+            ctx.send(ServerEvent::ResponseDone {
+                response_id,
+                status: ResponseStatus::Failed,
+                text: String::new(),
+                timings,
+            })
+            .await;
             return;
         }
     };
+    if let Some(best) = evidence.first() {
+        tracing::debug!(score = best.score, sentence = %best.sentence, "best evidence");
+    }
+    // Below the calibrated cut nothing in the manuals answers the question: say so.
+    evidence.retain(|e| e.score >= profile.evidence.min_score);
+    evidence.truncate(profile.evidence.max_sentences);
 
-    let (status, text) = answer(&ctx, &response_id, &question, &passages, ended_at, &mut timings).await;
-    let citations = passages
+    let (status, text, cited) =
+        answer(&ctx, &response_id, &question, &passages, evidence, ended_at, &mut timings).await;
+    let citations = cited
         .iter()
+        .filter_map(|&i| passages.get(i))
         .map(|p| Citation { manual_id: p.manual_id.to_string(), title: p.title.clone(), page: p.page, score: p.score })
         .collect();
     ctx.send(ServerEvent::Citations { response_id: response_id.clone(), citations }).await;
@@ -137,6 +154,23 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
         voice_to_voice_ms = ?timings.voice_to_voice_ms, "turn done"
     );
     ctx.send(ServerEvent::ResponseDone { response_id, status, text, timings }).await;
+}
+
+/// Characters of the tenant's codes given to speech recognition as context.
+const HINT_CHARS: usize = 300;
+
+/// The words to prime speech recognition with: the tenant's codes, when the profile asks.
+pub async fn transcription_hint(kb: &KnowledgeBase, tenant: &str, pipeline: &Pipeline) -> String {
+    if !pipeline.profile.stt.vocabulary_hint {
+        return String::new();
+    }
+    match kb.vocabulary(tenant).await {
+        Ok(v) => v.prompt(HINT_CHARS),
+        Err(e) => {
+            tracing::warn!(error = %e, "vocabulary unavailable; transcribing without a hint");
+            String::new()
+        }
+    }
 }
 
 /// Waits for the transcription and reports it; `None` when there is nothing to answer.
@@ -159,6 +193,14 @@ async fn transcript(
             return None;
         }
     };
+    // Codes the recogniser misheard ("AHX220") become the tenant's printed codes ("HX-220").
+    let transcript = match ctx.kb.vocabulary(&ctx.tenant).await {
+        Ok(vocabulary) => vocabulary.correct(&transcript),
+        Err(e) => {
+            tracing::warn!(error = %e, "vocabulary unavailable; transcript left as heard");
+            transcript
+        }
+    };
     let item_id = format!("item_{}", uuid::Uuid::new_v4().simple());
     ctx.send(ServerEvent::TranscriptionCompleted { item_id, transcript: transcript.clone() }).await;
     if transcript.trim().is_empty() {
@@ -175,38 +217,44 @@ async fn fail(ctx: &TurnContext, code: ErrorCode, message: &str) {
     ctx.send(ServerEvent::error(code, message)).await;
 }
 
-/// Streams the answer's text and speech; returns the status and the full text.
+/// How an answer's text came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// The best evidence sentence, read out.
+    Extractive,
+    /// Written by a language model, every sentence checked against the evidence.
+    Generated,
+    /// The model's first sentence failed the grounding check (or the model failed): the
+    /// best evidence sentence was read out instead.
+    Fallback,
+    /// Nothing in the tenant's manuals answers the question.
+    NotFound,
+}
+
+impl AnswerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerKind::Extractive => "extractive",
+            AnswerKind::Generated => "generated",
+            AnswerKind::Fallback => "fallback",
+            AnswerKind::NotFound => "not_found",
+        }
+    }
+}
+
+/// Streams the answer's text and speech; returns the status, the full text and the
+/// passages it cites (indexes into `passages`, the answer's own source first).
 async fn answer(
     ctx: &TurnContext,
     response_id: &str,
     question: &str,
     passages: &[Passage],
+    evidence: Vec<Evidence>,
     ended_at: Instant,
     timings: &mut Timings,
-) -> (ResponseStatus, String) {
+) -> (ResponseStatus, String, Vec<usize>) {
     let profile = &ctx.pipeline.profile;
-    let (text_tx, mut text_rx) = mpsc::channel::<String>(64);
     let llm_started = Instant::now();
-    let producer = {
-        let llm = ctx.pipeline.llm.clone();
-        let cancel = ctx.cancel.clone();
-        let no_answer = profile.llm.no_answer.clone();
-        let req = AnswerRequest {
-            system_prompt: profile.llm.system_prompt.clone(),
-            question: question.to_string(),
-            passages: passages.to_vec(),
-            max_tokens: profile.llm.max_tokens,
-        };
-        tokio::spawn(async move {
-            if req.passages.is_empty() {
-                // Nothing to ground an answer in: say so rather than let a model guess.
-                let _ = text_tx.send(no_answer).await;
-                return Ok(());
-            }
-            llm.stream(req, text_tx, cancel).await
-        })
-    };
-
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(16);
     let speaker = tokio::spawn(speak(
         SpeakContext {
@@ -219,45 +267,66 @@ async fn answer(
         },
         sentence_rx,
     ));
+    let req = AnswerRequest {
+        system_prompt: profile.llm.system_prompt.clone(),
+        question: question.to_string(),
+        passages: passages.to_vec(),
+        evidence,
+        max_tokens: profile.llm.max_tokens,
+    };
+    let mut said = Said {
+        ctx,
+        response_id,
+        sentences: &sentence_tx,
+        text: String::new(),
+        first: None,
+        speech: SentenceSplitter::default(),
+    };
 
-    let mut splitter = SentenceSplitter::default();
-    let mut text = String::new();
-    while let Some(piece) = text_rx.recv().await {
-        if ctx.cancelled() {
-            break;
+    let mut llm_ok = true;
+    let kind = if req.evidence.is_empty() {
+        // Nothing to ground an answer in: say so rather than let a model guess.
+        said.say(&profile.llm.no_answer).await;
+        AnswerKind::NotFound
+    } else if !ctx.pipeline.llm.is_generative() {
+        if let Some(text) = extractive::answer(&req) {
+            said.say(&text).await;
         }
-        if text.is_empty() {
-            let ms = ms_since(llm_started);
-            timings.llm_first_token_ms = Some(ms);
-            ctx.metrics.stage(Stage::LlmFirstToken, ms);
-        }
-        text.push_str(&piece);
-        ctx.send(ServerEvent::TextDelta { response_id: response_id.to_string(), delta: piece.clone() }).await;
-        for sentence in splitter.push(&piece) {
-            let _ = sentence_tx.send(sentence).await;
-        }
+        AnswerKind::Extractive
+    } else {
+        let (kind, ok) = generate(ctx, &req, &mut said).await;
+        llm_ok = ok;
+        kind
+    };
+    if let Some(ms) = said.first {
+        timings.llm_first_token_ms = Some((ms - llm_started).as_secs_f64() * 1000.0);
+        ctx.metrics.stage(Stage::LlmFirstToken, timings.llm_first_token_ms.unwrap_or_default());
     }
-    if let Some(rest) = splitter.finish() {
-        let _ = sentence_tx.send(rest).await;
-    }
+    said.finish().await;
+    let text = std::mem::take(&mut said.text);
+    drop(said);
     drop(sentence_tx);
-
-    let llm_result = producer.await;
-    let spoken = speaker.await;
-    if ctx.cancelled() {
-        return (ResponseStatus::Cancelled, text);
-    }
-    let llm_ok = match llm_result {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "answer generation failed");
-            false
+    ctx.metrics.answer(kind.as_str());
+    let cited = match kind {
+        AnswerKind::NotFound => Vec::new(),
+        AnswerKind::Extractive | AnswerKind::Fallback => {
+            req.evidence.first().map(|e| vec![e.passage]).unwrap_or_default()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "answer task stopped");
-            false
+        AnswerKind::Generated => {
+            let mut cited: Vec<usize> = Vec::new();
+            for e in &req.evidence {
+                if !cited.contains(&e.passage) {
+                    cited.push(e.passage);
+                }
+            }
+            cited
         }
     };
+
+    let spoken = speaker.await;
+    if ctx.cancelled() {
+        return (ResponseStatus::Cancelled, text, cited);
+    }
     match spoken {
         Ok(Ok(Some(first_audio))) => {
             let tts_ms = (first_audio - llm_started).as_secs_f64() * 1000.0;
@@ -272,19 +341,128 @@ async fn answer(
             tracing::warn!(error = %e, "speech synthesis failed");
             ctx.metrics.error(ErrorCode::ModelUnavailable.as_str());
             ctx.send(ServerEvent::error(ErrorCode::ModelUnavailable, "speech synthesis failed")).await;
-            return (ResponseStatus::Failed, text);
+            return (ResponseStatus::Failed, text, cited);
         }
         Err(e) => {
             tracing::error!(error = %e, "speech task stopped");
-            return (ResponseStatus::Failed, text);
+            return (ResponseStatus::Failed, text, cited);
         }
     }
-    if !llm_ok {
+    if !llm_ok && text.is_empty() {
         ctx.metrics.error(ErrorCode::ModelUnavailable.as_str());
         ctx.send(ServerEvent::error(ErrorCode::ModelUnavailable, "answer generation failed")).await;
-        return (ResponseStatus::Failed, text);
+        return (ResponseStatus::Failed, text, cited);
     }
-    (ResponseStatus::Completed, text)
+    (ResponseStatus::Completed, text, cited)
+}
+
+/// What the answer has said so far: each sentence goes out as a text delta and to speech.
+struct Said<'a> {
+    ctx: &'a TurnContext,
+    response_id: &'a str,
+    sentences: &'a mpsc::Sender<String>,
+    text: String,
+    /// When the first sentence was ready.
+    first: Option<Instant>,
+    /// Cuts what is said into pieces for speech: the first may end at a clause, so the
+    /// first audio comes before a long sentence is synthesized whole.
+    speech: SentenceSplitter,
+}
+
+impl Said<'_> {
+    async fn say(&mut self, sentence: &str) {
+        if self.ctx.cancelled() || sentence.trim().is_empty() {
+            return;
+        }
+        self.first.get_or_insert_with(Instant::now);
+        let delta = if self.text.is_empty() { sentence.to_string() } else { format!(" {sentence}") };
+        self.text.push_str(&delta);
+        self.ctx.send(ServerEvent::TextDelta { response_id: self.response_id.to_string(), delta }).await;
+        for piece in self.speech.push(&format!("{sentence} ")) {
+            let _ = self.sentences.send(piece).await;
+        }
+    }
+
+    /// Sends what is left to speech.
+    async fn finish(&mut self) {
+        if let Some(rest) = self.speech.finish() {
+            let _ = self.sentences.send(rest).await;
+        }
+    }
+}
+
+fn grounded(grounding: &mut Grounding, sentence: &str) -> bool {
+    match grounding.check(sentence) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::info!(reason = ?why, "generated sentence not grounded; not spoken");
+            false
+        }
+    }
+}
+
+/// Runs the language model and speaks what passes the grounding check. Returns how the
+/// answer was made and whether the model itself succeeded.
+async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -> (AnswerKind, bool) {
+    let (text_tx, mut text_rx) = mpsc::channel::<String>(64);
+    let producer = {
+        let llm = ctx.pipeline.llm.clone();
+        let cancel = ctx.cancel.clone();
+        let req = req.clone();
+        tokio::spawn(async move { llm.stream(req, text_tx, cancel).await })
+    };
+    let mut sources: Vec<String> = req.evidence.iter().map(|e| e.sentence.clone()).collect();
+    sources.extend(req.passages.iter().map(source_label));
+    let mut grounding = Grounding::new(sources);
+    let mut splitter = SentenceSplitter::default();
+    let mut rejected = false;
+    'stream: while let Some(piece) = text_rx.recv().await {
+        if ctx.cancelled() {
+            break;
+        }
+        for sentence in splitter.push(&piece) {
+            if !grounded(&mut grounding, &sentence) {
+                rejected = true;
+                break 'stream;
+            }
+            said.say(&sentence).await;
+        }
+    }
+    // Stop the model: dropping the receiver ends its stream at the next token.
+    drop(text_rx);
+    // What is left was cut by the token limit unless it ends a sentence.
+    if !rejected
+        && let Some(rest) = splitter.finish()
+        && is_whole(&rest)
+        && grounded(&mut grounding, &rest)
+    {
+        said.say(&rest).await;
+    }
+    let llm_ok = match producer.await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "answer generation failed");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "answer task stopped");
+            false
+        }
+    };
+    if ctx.cancelled() {
+        return (AnswerKind::Generated, llm_ok);
+    }
+    if said.text.is_empty() {
+        // Nothing trustworthy was written: read the best evidence instead.
+        if let Some(text) = extractive::answer(req) {
+            said.say(&text).await;
+        }
+        return (AnswerKind::Fallback, llm_ok);
+    }
+    if let Some(best) = req.evidence.first().and_then(|e| req.passages.get(e.passage)) {
+        said.say(&source_sentence(best)).await;
+    }
+    (AnswerKind::Generated, llm_ok)
 }
 
 struct SpeakContext {

@@ -15,11 +15,12 @@ pub fn chunk_pages(pages: &[PageText], max_chars: usize) -> Vec<ChunkDraft> {
     for page in pages {
         let mut current = String::new();
         for piece in pieces(&page.text, max_chars) {
-            if !current.is_empty() && current.len() + 1 + piece.len() > max_chars {
+            if !current.is_empty() && current.len() + 2 + piece.len() > max_chars {
                 out.push(ChunkDraft { page: page.number, text: std::mem::take(&mut current) });
             }
             if !current.is_empty() {
-                current.push(' ');
+                // Paragraphs stay paragraphs: a heading must not run into the sentence after it.
+                current.push_str("\n\n");
             }
             current.push_str(piece);
         }
@@ -99,7 +100,7 @@ mod tests {
             PageText { number: 2, text: long.clone() },
         ];
         let chunks = chunk_pages(&pages, 200);
-        assert_eq!(chunks[0], ChunkDraft { page: 1, text: "Intro. Short paragraph.".into() });
+        assert_eq!(chunks[0], ChunkDraft { page: 1, text: "Intro.\n\nShort paragraph.".into() });
         assert!(chunks[1..].iter().all(|c| c.page == 2 && c.text.len() <= 200 && !c.text.is_empty()));
         let rejoined: usize = chunks[1..].iter().map(|c| c.text.split_whitespace().count()).sum();
         assert_eq!(rejoined, long.split_whitespace().count(), "no words lost");

@@ -66,7 +66,7 @@ impl Embedder {
 
     /// Embeds one query, from the cache when this exact text was seen before.
     pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>, RagError> {
-        let key = format!("emb:{MODEL_NAME}:{}", hex::encode(Sha256::digest(text.as_bytes())));
+        let key = cache_key(text);
         if let Some(v) = self.cache.get(&key).await.and_then(|bytes| decode_vector(&bytes)) {
             return Ok(v);
         }
@@ -84,6 +84,25 @@ impl Embedder {
         result
     }
 
+    /// Embeds texts, from the cache where seen before; the rest in one inference call.
+    /// For sentences of manuals, which the same questions meet again and again.
+    pub async fn embed_cached(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
+        let keys: Vec<String> = texts.iter().map(|t| cache_key(t)).collect();
+        let mut found: Vec<Option<Vec<f32>>> = Vec::with_capacity(texts.len());
+        for key in &keys {
+            found.push(self.cache.get(key).await.and_then(|b| decode_vector(&b)));
+        }
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let vectors = self.embed_batch(missing.iter().map(|&i| texts[i].clone()).collect()).await?;
+            for (&i, vector) in missing.iter().zip(vectors) {
+                self.cache.set(&keys[i], encode_vector(&vector), EMBEDDING_TTL).await;
+                found[i] = Some(vector);
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// Embeds texts in one inference call (no cache: used for ingest).
     pub async fn embed_batch(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
         let n = texts.len();
@@ -97,6 +116,11 @@ impl Embedder {
         }
         Ok(vectors)
     }
+}
+
+/// `emb:{model}:{sha256(text)}`: the text itself never appears in a key.
+fn cache_key(text: &str) -> String {
+    format!("emb:{MODEL_NAME}:{}", hex::encode(Sha256::digest(text.as_bytes())))
 }
 
 fn encode_vector(v: &[f32]) -> Vec<u8> {
@@ -149,6 +173,12 @@ mod tests {
             futures_util::future::join_all(burst).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
         assert!(vectors.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(cache.len(), 2);
+        // Manual sentences: cached one by one, the misses embedded together.
+        let sentences = vec!["Tighten the head bolts to 38 N·m.".to_string(), "Check the belt.".to_string()];
+        let first = embedder.embed_cached(sentences.clone()).await.unwrap();
+        assert_eq!(cache.len(), 4);
+        assert_eq!(embedder.embed_cached(sentences).await.unwrap(), first, "second time from the cache");
+        assert_eq!(cache.len(), 4);
         assert_eq!(encode_vector(&q).len(), DIMENSIONS * 4);
         assert_eq!(decode_vector(&encode_vector(&q)).unwrap(), q);
         assert!(decode_vector(&[0u8; 3]).is_none());

@@ -3,9 +3,12 @@
 
 pub mod chunk;
 pub mod embed;
+pub mod evidence;
 pub mod extract;
 pub mod ingest;
 pub mod retrieve;
+pub mod terms;
+pub mod vocabulary;
 
 use crate::error::ErrorCode;
 use crate::models::ModelError;
@@ -49,9 +52,12 @@ impl RagError {
 
 use std::sync::Arc;
 
+use dashmap::DashMap;
+
 use crate::cache::Cache;
 use crate::store::MetadataStore;
 use crate::vector::VectorIndex;
+use vocabulary::Vocabulary;
 
 /// One tenant-aware knowledge base over the metadata store, the vector index and the embedder.
 #[derive(Clone)]
@@ -60,4 +66,30 @@ pub struct KnowledgeBase {
     pub index: Arc<dyn VectorIndex>,
     pub embedder: embed::Embedder,
     pub cache: Arc<dyn Cache>,
+    /// Each tenant's vocabulary with the knowledge-base version it was read at.
+    vocabularies: Arc<DashMap<String, (u64, Arc<Vocabulary>)>>,
+}
+
+impl KnowledgeBase {
+    pub fn new(
+        store: Arc<dyn MetadataStore>,
+        index: Arc<dyn VectorIndex>,
+        embedder: embed::Embedder,
+        cache: Arc<dyn Cache>,
+    ) -> Self {
+        Self { store, index, embedder, cache, vocabularies: Arc::default() }
+    }
+
+    /// The codes printed in the tenant's manuals, read again after every upload or delete.
+    pub async fn vocabulary(&self, tenant: &str) -> Result<Arc<Vocabulary>, RagError> {
+        let version = self.store.kb_version(tenant).await?;
+        if let Some(entry) = self.vocabularies.get(tenant)
+            && entry.0 == version
+        {
+            return Ok(entry.1.clone());
+        }
+        let vocabulary = Arc::new(Vocabulary::new(self.store.vocabulary(tenant).await?));
+        self.vocabularies.insert(tenant.to_string(), (version, vocabulary.clone()));
+        Ok(vocabulary)
+    }
 }

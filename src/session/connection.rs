@@ -22,7 +22,7 @@ use crate::audio::pcm::rms_dbfs;
 use crate::auth::Claims;
 use crate::error::ErrorCode;
 use crate::pipeline::Pipeline;
-use crate::pipeline::turn::{self, Question, SttTask, TurnContext};
+use crate::pipeline::turn::{self, Question, SttTask, TurnContext, transcription_hint};
 use crate::voice::endpoint::Endpoint;
 use crate::voice::input::VoiceInput;
 
@@ -360,9 +360,17 @@ impl Session {
     /// Starts transcribing what was said so far while the silence window runs out.
     fn speculate(&mut self, utterance: Vec<f32>) {
         self.drop_speculation();
-        let stt = self.pipeline.stt.clone();
+        let pipeline = self.pipeline.clone();
+        let kb = self.app.kb.clone();
+        let tenant = self.claims.tenant.clone();
         let len = utterance.len();
-        self.speculation = Some((len, tokio::spawn(async move { stt.transcribe(utterance).await })));
+        self.speculation = Some((
+            len,
+            tokio::spawn(async move {
+                let hint = transcription_hint(&kb, &tenant, &pipeline).await;
+                pipeline.stt.transcribe(utterance, hint).await
+            }),
+        ));
     }
 
     fn drop_speculation(&mut self) {

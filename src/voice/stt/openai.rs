@@ -33,8 +33,9 @@ impl OpenAiTranscriber {
         })
     }
 
-    /// Sends mono 16 kHz audio as a WAV upload; returns the transcript.
-    pub async fn transcribe(&self, pcm_16k: &[f32]) -> Result<String, ModelError> {
+    /// Sends mono 16 kHz audio as a WAV upload, with `hint` as the prompt when given;
+    /// returns the transcript.
+    pub async fn transcribe(&self, pcm_16k: &[f32], hint: &str) -> Result<String, ModelError> {
         let wav = encode_mono(pcm_16k, 16_000).map_err(|e| ModelError::input(NAME, e))?;
         let part = reqwest::multipart::Part::bytes(wav)
             .file_name("speech.wav")
@@ -44,6 +45,7 @@ impl OpenAiTranscriber {
             .part("file", part)
             .text("model", self.model.clone())
             .text("response_format", "json");
+        let form = if hint.is_empty() { form } else { form.text("prompt", hint.to_string()) };
         let mut req = self.http.post(&self.url).multipart(form);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);

@@ -48,6 +48,8 @@ const SILENCE_RMS: f32 = 1e-3;
 /// real speech (~3–5 tokens/s) and only reached by a repetition loop.
 const MAX_TOKENS_PER_SECOND: usize = 12;
 const MIN_TOKEN_BUDGET: usize = 16;
+/// Tokens of hint context at most: enough for a tenant's codes, little decoder time.
+const MAX_HINT_TOKENS: usize = 96;
 
 /// How much of Whisper's 30 s input window the encoder processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,11 @@ pub struct Whisper {
     /// `<|startoftranscript|>` then, for multilingual models only, language and task, then
     /// `<|notimestamps|>`.
     prompt: Vec<u32>,
+    /// `<|startofprev|>`: what follows it (until the prompt) is context the transcript is
+    /// likely to use, such as the tenant's codes.
+    start_of_prev: Option<u32>,
+    /// Context for the current call: `<|startofprev|>` and the hint's tokens, or nothing.
+    context: Vec<u32>,
     eot: u32,
     no_speech: Option<u32>,
     /// Never sampled: the model's non-speech symbols and every special token but end-of-text.
@@ -180,6 +187,7 @@ impl Whisper {
         let eot = token_id(&tokenizer, wh::EOT_TOKEN)?;
         let no_timestamps = token_id(&tokenizer, wh::NO_TIMESTAMPS_TOKEN)?;
         let no_speech = wh::NO_SPEECH_TOKENS.iter().find_map(|t| tokenizer.token_to_id(t));
+        let start_of_prev = tokenizer.token_to_id("<|startofprev|>");
         // OpenAI's rule: English-only checkpoints have a 51864-token vocabulary and take no
         // language or task token; multilingual ones (>= 51865) need `<|en|><|transcribe|>`.
         let multilingual = config.vocab_size >= 51_865;
@@ -218,6 +226,8 @@ impl Whisper {
             log_mel,
             device,
             prompt,
+            start_of_prev,
+            context: Vec::new(),
             eot,
             no_speech,
             suppress,
@@ -235,8 +245,25 @@ impl Whisper {
     /// Mono f32 samples at 16 kHz in [-1, 1]; returns the trimmed transcript ("" for silence).
     /// Audio longer than 30 s is transcribed in consecutive 30 s windows.
     pub fn transcribe(&mut self, pcm_16k: &[f32]) -> Result<String, ModelError> {
+        self.transcribe_with_hint(pcm_16k, "")
+    }
+
+    /// As `transcribe`, primed with words the speaker is likely to use (Whisper's previous
+    /// text context): codes like "HX-FLT-0440" are then written as printed.
+    pub fn transcribe_with_hint(&mut self, pcm_16k: &[f32], hint: &str) -> Result<String, ModelError> {
         if pcm_16k.iter().any(|s| !s.is_finite()) {
             return Err(ModelError::input(MODEL, "samples must be finite"));
+        }
+        self.context.clear();
+        if let Some(start) = self.start_of_prev
+            && !hint.trim().is_empty()
+        {
+            let encoded = self.tokenizer.encode(format!(" {}", hint.trim()), false).map_err(infer_err)?;
+            let ids = encoded.get_ids();
+            // OpenAI keeps the last half of the text context; so do we.
+            let keep = (self.config.max_target_positions / 2).saturating_sub(1).min(MAX_HINT_TOKENS);
+            self.context.push(start);
+            self.context.extend_from_slice(&ids[ids.len().saturating_sub(keep)..]);
         }
         let mut parts = Vec::new();
         for chunk in pcm_16k.chunks(wh::N_SAMPLES) {
@@ -295,7 +322,7 @@ impl Whisper {
         let seconds = pcm.len() / SAMPLE_RATE as usize + 1;
         let budget = (MIN_TOKEN_BUDGET + MAX_TOKENS_PER_SECOND * seconds)
             .min(self.config.max_target_positions / 2)
-            .min(self.config.max_target_positions.saturating_sub(self.prompt.len()));
+            .min(self.config.max_target_positions.saturating_sub(self.context.len() + self.prompt.len()));
         let decoded = self.decode(&features, budget).map_err(infer_err)?;
         let decode_ms = started.elapsed().as_millis() as u64 - mel_ms - encode_ms;
         tracing::debug!(
@@ -314,8 +341,10 @@ impl Whisper {
     /// Greedy decoding from the prompt until end-of-text or `budget` tokens.
     fn decode(&self, features: &Tensor, budget: usize) -> candle_core::Result<Decoded> {
         let mut state = self.decoder.start(features)?;
-        let mut tokens = self.prompt.clone();
-        let mut feed = self.prompt.clone();
+        let mut tokens = [self.context.as_slice(), self.prompt.as_slice()].concat();
+        let mut feed = tokens.clone();
+        // The start-of-transcript position, where the no-speech probability is read.
+        let sot_row = self.context.len();
         let mut sum_logprob = 0f32;
         let mut scored = 0usize;
         let mut no_speech_prob = 0f32;
@@ -326,7 +355,7 @@ impl Whisper {
                 && let Some(ns) = self.no_speech
             {
                 // Read at the start-of-transcript position, before any suppression.
-                let first = self.decoder.logits(&decoder::TextDecoder::row(&hidden, 0)?)?;
+                let first = self.decoder.logits(&decoder::TextDecoder::row(&hidden, sot_row)?)?;
                 if let Some(&l) = first.get(ns as usize) {
                     no_speech_prob = (l - log_sum_exp(&first)).exp();
                 }
@@ -352,7 +381,7 @@ impl Whisper {
             tokens.push(best);
             feed = vec![best];
         }
-        let generated = tokens.split_off(self.prompt.len());
+        let generated = tokens.split_off(self.context.len() + self.prompt.len());
         Ok(Decoded {
             hit_budget: !ended,
             tokens: generated,

@@ -1,0 +1,45 @@
+//! The answer-quality floor: a quick subset of the benchmark (every third question,
+//! typed, and spoken by a voice that is not the server's) on the default profile, against
+//! a real server with the real models. A change that makes answers worse fails here; the
+//! full benchmark (`fieldvox-eval`, numbers in the README) runs outside CI.
+
+use clap::Parser;
+use fieldvox_load::eval::{EvalArgs, run};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// Floors just below the quick subset's measured scores (18 questions: typed 16 right,
+/// flite-spoken 12 right, 14 of 15 pages; README, "Answer quality"): one more miss is
+/// tolerated, a real regression is not.
+const TYPED_RIGHT_PCT: f64 = 83.0;
+const SPOKEN_RIGHT_PCT: f64 = 61.0;
+const PAGE_RIGHT_PCT: f64 = 86.0;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_profile_answers_stay_above_the_floor() {
+    let args = EvalArgs::parse_from([
+        "fieldvox-eval",
+        "--corpus",
+        &format!("{ROOT}/load-tests/eval"),
+        "--pipelines",
+        &format!("{ROOT}/pipelines"),
+        "--profiles",
+        "field-assistant",
+        "--voices",
+        "flite:slt",
+        "--every",
+        "3",
+    ]);
+    let report = run(args).await.expect("benchmark runs");
+    let table = report.table();
+    let typed = &report.summaries[&("field-assistant".to_string(), "typed".to_string())];
+    let spoken = &report.summaries[&("field-assistant".to_string(), "spoken".to_string())];
+    assert!(typed.asked >= 15 && spoken.asked >= 15, "{table}");
+    assert!(typed.right_pct() >= TYPED_RIGHT_PCT, "typed answers below the floor:\n{table}");
+    assert!(spoken.right_pct() >= SPOKEN_RIGHT_PCT, "spoken answers below the floor:\n{table}");
+    assert!(typed.page_pct() >= PAGE_RIGHT_PCT, "cited pages below the floor:\n{table}");
+    for (key, s) in &report.summaries {
+        assert_eq!(s.foreign, 0, "{key:?} answered with another tenant's facts:\n{table}");
+        assert_eq!(s.invented, 0, "{key:?} answered with invented numbers or codes:\n{table}");
+    }
+}

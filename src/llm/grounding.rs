@@ -1,0 +1,75 @@
+//! Grounded by construction: a generated sentence may only state numbers, units and codes
+//! that the evidence it was given states. A sentence that invents one is never spoken; the
+//! turn falls back to the best evidence sentence. Repeats and sentences cut off by the
+//! token limit are never spoken either.
+
+use crate::rag::terms::unsupported_facts;
+
+/// Why a generated sentence is not spoken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    /// States facts (numbers, codes) that no source states.
+    Unsupported(Vec<String>),
+    /// Says again what was already said.
+    Repeated,
+}
+
+/// Checks each sentence of one generated answer against its sources.
+pub struct Grounding {
+    sources: Vec<String>,
+    said: Vec<String>,
+}
+
+fn comparable(sentence: &str) -> String {
+    sentence.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+}
+
+impl Grounding {
+    /// `sources`: the evidence sentences and the source labels the model saw.
+    pub fn new(sources: Vec<String>) -> Self {
+        Self { sources, said: Vec::new() }
+    }
+
+    pub fn check(&mut self, sentence: &str) -> Result<(), Rejection> {
+        let key = comparable(sentence);
+        if !key.is_empty() && self.said.contains(&key) {
+            return Err(Rejection::Repeated);
+        }
+        let sources: Vec<&str> = self.sources.iter().map(String::as_str).collect();
+        let invented = unsupported_facts(sentence, &sources);
+        if !invented.is_empty() {
+            return Err(Rejection::Unsupported(invented));
+        }
+        self.said.push(key);
+        Ok(())
+    }
+}
+
+/// True when generated text ends a sentence (not cut off by the token limit).
+pub fn is_whole(sentence: &str) -> bool {
+    sentence.trim_end().ends_with(['.', '!', '?'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_with_an_invented_number_is_rejected() {
+        let mut g = Grounding::new(vec![
+            "Replace the intake air filter every 800 hours.".into(),
+            "HX-220 Field Service Manual, page 2".into(),
+        ]);
+        assert_eq!(g.check("Replace it every 200 hours."), Err(Rejection::Unsupported(vec!["200".into()])));
+        assert_eq!(g.check("Fault E47 is a cooling fault."), Err(Rejection::Unsupported(vec!["e47".into()])));
+        assert_eq!(g.check("Replace the filter every 800 hours."), Ok(()));
+        assert_eq!(g.check("Replace the filter every 800 hours!"), Err(Rejection::Repeated));
+        assert_eq!(g.check("See the HX-220 manual, page 2."), Ok(()), "sources' labels back their codes");
+    }
+
+    #[test]
+    fn cut_sentences_are_not_whole() {
+        assert!(is_whole("It is 38 N·m."));
+        assert!(!is_whole("It is 38 N·m in a star pat"));
+    }
+}
