@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo test --workspace --no-run --quiet
+cargo test --workspace --no-run
