@@ -3,7 +3,7 @@
 //! turn falls back to the best evidence sentence. Repeats and sentences cut off by the
 //! token limit are never spoken either.
 
-use crate::rag::terms::unsupported_facts;
+use crate::rag::terms::KnownFacts;
 
 /// Why a generated sentence is not spoken.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,7 +16,7 @@ pub enum Rejection {
 
 /// Checks each sentence of one generated answer against its sources.
 pub struct Grounding {
-    sources: Vec<String>,
+    known: KnownFacts,
     said: Vec<String>,
 }
 
@@ -27,7 +27,7 @@ fn comparable(sentence: &str) -> String {
 impl Grounding {
     /// `sources`: the evidence sentences and the source labels the model saw.
     pub fn new(sources: Vec<String>) -> Self {
-        Self { sources, said: Vec::new() }
+        Self { known: KnownFacts::of(sources.iter().map(String::as_str)), said: Vec::new() }
     }
 
     pub fn check(&mut self, sentence: &str) -> Result<(), Rejection> {
@@ -35,8 +35,7 @@ impl Grounding {
         if !key.is_empty() && self.said.contains(&key) {
             return Err(Rejection::Repeated);
         }
-        let sources: Vec<&str> = self.sources.iter().map(String::as_str).collect();
-        let invented = unsupported_facts(sentence, &sources);
+        let invented = self.known.unsupported(sentence);
         if !invented.is_empty() {
             return Err(Rejection::Unsupported(invented));
         }

@@ -128,9 +128,22 @@ impl Asked {
     }
 }
 
-/// The evidence score of one sentence of a manual titled `title`, with cosine `cos`.
-fn score(config: &EvidenceConfig, asked: &Asked, title: &str, sentence: &str, cos: f32) -> f32 {
-    let title_terms = terms(title);
+/// A manual's title as evidence sees it, read once per passage rather than per sentence.
+struct Title {
+    terms: Vec<String>,
+    /// Code keys the title prints (the equipment id).
+    codes: Vec<String>,
+}
+
+impl Title {
+    fn new(title: &str) -> Self {
+        Self { terms: terms(title), codes: codes(title).into_iter().map(|c| c.key).collect() }
+    }
+}
+
+/// The evidence score of one sentence of a manual with `title`, with cosine `cos`.
+fn score(config: &EvidenceConfig, asked: &Asked, title: &Title, sentence: &str, cos: f32) -> f32 {
+    let title_terms = &title.terms;
     let sentence_terms = terms(sentence);
     let has = |t: &String| sentence_terms.contains(t) || title_terms.contains(t);
     let coverage = if asked.terms.is_empty() {
@@ -140,11 +153,10 @@ fn score(config: &EvidenceConfig, asked: &Asked, title: &str, sentence: &str, co
     };
     // Codes the title already names (the equipment id) do not need repeating in the
     // sentence, nor do near misses of it ("rto4d" heard for "RTU-40").
-    let title_codes: Vec<String> = codes(title).into_iter().map(|c| c.key).collect();
     let wanted: Vec<&String> = asked
         .codes
         .iter()
-        .filter(|c| !title_terms.contains(c) && !title_codes.iter().any(|t| within_distance(t, c, 2)))
+        .filter(|c| !title_terms.contains(c) && !title.codes.iter().any(|t| within_distance(t, c, 2)))
         .collect();
     let code = if wanted.is_empty() {
         0.0
@@ -188,8 +200,9 @@ impl KnowledgeBase {
         let (asked_vector, vectors) =
             tokio::try_join!(self.embedder.embed_query(question), self.embedder.embed_cached(texts))?;
         let asked = Asked::new(question);
+        let titles: Vec<Title> = passages.iter().map(|p| Title::new(&p.title)).collect();
         for (e, v) in found.iter_mut().zip(&vectors) {
-            e.score = score(config, &asked, &passages[e.passage].title, &e.sentence, cosine(&asked_vector, v));
+            e.score = score(config, &asked, &titles[e.passage], &e.sentence, cosine(&asked_vector, v));
         }
         found.sort_by(|a, b| b.score.total_cmp(&a.score));
         Ok(found)
@@ -218,7 +231,7 @@ mod tests {
     }
 
     fn scored(question: &str, title: &str, sentence: &str) -> f32 {
-        score(&EvidenceConfig::default(), &Asked::new(question), title, sentence, 0.5)
+        score(&EvidenceConfig::default(), &Asked::new(question), &Title::new(title), sentence, 0.5)
     }
 
     #[test]

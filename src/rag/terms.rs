@@ -273,23 +273,38 @@ pub fn facts(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// Facts of `claim` that none of `sources` states. A glued code in the sources also
-/// backs its parts ("HX-220" backs "220"), and a number backs the same code said apart.
-pub fn unsupported_facts(claim: &str, sources: &[&str]) -> Vec<String> {
-    let mut known = BTreeSet::new();
-    for source in sources {
-        known.extend(facts(source));
-        known.extend(glued_codes(&runs(source)));
+/// What a set of sources states: their facts, and the glued codes they print apart
+/// ("HX 220" backs "HX220"). Built once per answer, checked per sentence.
+#[derive(Debug, Clone, Default)]
+pub struct KnownFacts(BTreeSet<String>);
+
+impl KnownFacts {
+    pub fn of<'a>(sources: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut known = BTreeSet::new();
+        for source in sources {
+            known.extend(facts(source));
+            known.extend(glued_codes(&runs(source)));
+        }
+        Self(known)
     }
-    let code_keys: BTreeSet<String> = codes(claim).into_iter().map(|c| c.key).collect();
-    facts(claim)
-        .into_iter()
-        .filter(|f| {
-            // A number inside a code of the claim is judged as part of that code.
-            let inside_code = !has_letter(f) && code_keys.iter().any(|k| k.contains(f.as_str()));
-            !known.contains(f) && !inside_code
-        })
-        .collect()
+
+    /// Facts of `claim` the sources do not state. A number inside a code of the claim is
+    /// judged as part of that code ("HX-220" is one fact, not also "220").
+    pub fn unsupported(&self, claim: &str) -> Vec<String> {
+        let code_keys: BTreeSet<String> = codes(claim).into_iter().map(|c| c.key).collect();
+        facts(claim)
+            .into_iter()
+            .filter(|f| {
+                let inside_code = !has_letter(f) && code_keys.iter().any(|k| k.contains(f.as_str()));
+                !self.0.contains(f) && !inside_code
+            })
+            .collect()
+    }
+}
+
+/// Facts of `claim` that none of `sources` states.
+pub fn unsupported_facts(claim: &str, sources: &[&str]) -> Vec<String> {
+    KnownFacts::of(sources.iter().copied()).unsupported(claim)
 }
 
 #[cfg(test)]
