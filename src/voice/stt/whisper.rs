@@ -594,6 +594,20 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_primes_without_appearing_in_the_transcript() {
+        let pcm = speak("What torque for the compressor head bolts?", "hinted");
+        let mut whisper = Whisper::load(&model_dir()).unwrap();
+        let hinted = whisper.transcribe_with_hint(&pcm, "RTU-40, GK-4471-B, HX-FLT-0440").unwrap();
+        let lower = hinted.to_lowercase();
+        assert!(lower.contains("torque") && lower.contains("compressor"), "{hinted}");
+        assert!(!hinted.contains("GK-4471-B") && !hinted.contains("HX-FLT-0440"), "context leaked: {hinted}");
+        // The hint belongs to its call: silence after it is still silence.
+        assert_eq!(whisper.transcribe_with_hint(&vec![0.0; SAMPLE_RATE as usize], "RTU-40").unwrap(), "");
+        whisper.transcribe(&pcm).unwrap();
+        assert!(whisper.context.is_empty(), "a plain call carries no hint");
+    }
+
+    #[test]
     fn silence_gives_empty_transcript() {
         let mut whisper = Whisper::load(&model_dir()).unwrap();
         assert_eq!(whisper.transcribe(&vec![0.0; SAMPLE_RATE as usize]).unwrap(), "");
