@@ -26,8 +26,13 @@ trap cleanup EXIT
 if [[ " $* " != *" --pipeline "* || " $* " == *" --pipeline load-reference "* ]]; then
   "$bin/fieldvox-reference" > "$data/reference.log" 2>&1 &
   pids+=($!)
+  # Clients cannot select the reference profile; the server must default to it.
+  export FIELDVOX__PIPELINES__DEFAULT=load-reference
 fi
 export FIELDVOX__DATA__DIR="$data"
+# Thousands of simulated phones share a few loopback addresses: lift the per-address cap
+# on connections still in their handshake (it is tuned for real clients, one per address).
+export FIELDVOX__SERVER__MAX_UNAUTHENTICATED_PER_IP="${FIELDVOX__SERVER__MAX_UNAUTHENTICATED_PER_IP:-1000000}"
 "$bin/fieldvox" ingest tests/fixtures/rtu40-service-manual.txt --tenant acme --equipment RTU-40 --title "RTU-40 Service Manual" > /dev/null
 RUST_LOG="${RUST_LOG:-warn}" "$bin/fieldvox" serve --listen "127.0.0.1:$port" > "$data/server.log" 2>&1 &
 server=$!

@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # espeak-ng: phonemes for Piper and test speech; flite: a second voice for the answer-quality
-# benchmark; curl: load-tests/run.sh readiness probe.
-packages=(curl espeak-ng flite)
+# benchmark; curl: load-tests/run.sh readiness probe; chromium: the talk page's browser test.
+packages=(curl espeak-ng flite chromium)
+command -v npm >/dev/null || packages+=(npm)
+python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,3 +23,17 @@ fi
 
 export FIELDVOX_MODELS_DIR="${FIELDVOX_MODELS_DIR:-$HOME/.cache/fieldvox/models}"
 python3 models/fetch.py --dir "$FIELDVOX_MODELS_DIR"
+
+# Test clients, next to the models and outside the clone: the official OpenAI Python
+# package (tests/openai_sdk.rs) and Playwright's driver for Chromium (tests/talk_page.rs).
+cache="${FIELDVOX_CACHE:-$HOME/.cache/fieldvox}"
+if ! "$cache/venv/bin/python" -c 'import openai, websockets' 2>/dev/null; then
+  echo "setup: installing the openai Python client into $cache/venv"
+  python3 -m venv "$cache/venv"
+  "$cache/venv/bin/pip" install --quiet --disable-pip-version-check 'openai[realtime]==3.57.0'
+fi
+if [ ! -e "$cache/node/node_modules/playwright-core/package.json" ]; then
+  echo "setup: installing playwright-core into $cache/node"
+  mkdir -p "$cache/node"
+  npm install --silent --no-audit --no-fund --prefix "$cache/node" playwright-core@1.65.1
+fi

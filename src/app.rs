@@ -51,7 +51,8 @@ impl App {
         let w = &config.workers;
         let vad = VadService::spawn(&config.model_paths(), w.onnx_threads, w.queue_depth.max(1024))?;
         let pipelines = Pipelines::load(&config)?;
-        let sessions = SessionManager::new(config.server.max_sessions, metrics.clone());
+        let server = &config.server;
+        let sessions = SessionManager::new(server.max_sessions, server.max_sessions_per_user, metrics.clone());
         let keys = TokenKeys::new(&config.auth.jwt_secret);
         Ok(Arc::new(Self { config, keys, metrics, kb, vad, pipelines, sessions }))
     }

@@ -40,6 +40,8 @@ pub enum AuthError {
     BadSignature,
     #[error("token has expired")]
     Expired,
+    #[error("token claim {0:?} is not valid")]
+    InvalidClaim(&'static str),
     #[error("role {0:?} may not do this")]
     Forbidden(Role),
 }
@@ -52,8 +54,35 @@ impl AuthError {
             AuthError::Malformed => "malformed_token",
             AuthError::BadSignature => "bad_signature",
             AuthError::Expired => "token_expired",
+            AuthError::InvalidClaim(_) => "invalid_claims",
             AuthError::Forbidden(_) => "forbidden",
         }
+    }
+}
+
+/// Longest tenant id accepted.
+pub const MAX_TENANT_LEN: usize = 64;
+/// Longest subject (user id) accepted.
+pub const MAX_SUBJECT_LEN: usize = 256;
+
+/// A tenant id is 1–64 of `A-Z a-z 0-9 . _ -`. Tenant ids end up in index tokens, cache
+/// keys and log fields, so nothing else may appear in one.
+pub fn valid_tenant(tenant: &str) -> bool {
+    (1..=MAX_TENANT_LEN).contains(&tenant.len())
+        && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A subject is 1–256 bytes with no control characters (it is logged).
+pub fn valid_subject(sub: &str) -> bool {
+    (1..=MAX_SUBJECT_LEN).contains(&sub.len()) && !sub.chars().any(char::is_control)
+}
+
+/// For command-line arguments: the tenant id, or why it is not one.
+pub fn parse_tenant(tenant: &str) -> Result<String, String> {
+    if valid_tenant(tenant) {
+        Ok(tenant.to_string())
+    } else {
+        Err(format!("a tenant id is 1-{MAX_TENANT_LEN} characters of A-Z a-z 0-9 . _ -"))
     }
 }
 
@@ -113,8 +142,11 @@ impl TokenKeys {
         mac.verify_slice(&sig).map_err(|_| AuthError::BadSignature)?;
         let claims: Claims = serde_json::from_slice(&B64.decode(p).map_err(|_| AuthError::Malformed)?)
             .map_err(|_| AuthError::Malformed)?;
-        if claims.tenant.is_empty() || claims.sub.is_empty() {
-            return Err(AuthError::Malformed);
+        if !valid_tenant(&claims.tenant) {
+            return Err(AuthError::InvalidClaim("tenant"));
+        }
+        if !valid_subject(&claims.sub) {
+            return Err(AuthError::InvalidClaim("sub"));
         }
         if claims.exp <= now_secs() {
             return Err(AuthError::Expired);
@@ -148,6 +180,24 @@ mod tests {
         let forged = B64.encode(br#"{"sub":"u1","tenant":"evil","role":"admin","iat":1,"exp":99999999999}"#);
         parts[1] = &forged;
         assert_eq!(keys.verify(&parts.join(".")), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn tenant_and_subject_are_validated_at_the_token_boundary() {
+        let keys = TokenKeys::new("a-secret-of-some-length");
+        let signed = |tenant: &str, sub: &str| {
+            let claims =
+                Claims { sub: sub.into(), tenant: tenant.into(), role: Role::Technician, iat: 1, exp: u64::MAX };
+            keys.verify(&keys.sign(&claims))
+        };
+        assert!(signed("acme-east_2.eu", "tech-1").is_ok());
+        for tenant in ["", "acme:1", "*", "a\0b", "acme corp", "ä", &"t".repeat(65)] {
+            assert_eq!(signed(tenant, "u"), Err(AuthError::InvalidClaim("tenant")), "{tenant:?}");
+        }
+        for sub in ["", "tech\n1", &"u".repeat(257)] {
+            assert_eq!(signed("acme", sub), Err(AuthError::InvalidClaim("sub")), "{sub:?}");
+        }
+        assert!(parse_tenant("acme").is_ok() && parse_tenant("acme:1").is_err());
     }
 
     #[test]

@@ -27,12 +27,24 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Sessions beyond this are refused with 503 before the upgrade.
     pub max_sessions: usize,
+    /// Sessions one user (tenant + subject) may hold at once; more get 429.
+    pub max_sessions_per_user: usize,
     /// Largest WebSocket message accepted; a larger one closes the session with 1009.
     pub max_frame_bytes: usize,
     /// How long live sessions get to finish after `session.going_away`.
     pub shutdown_grace_ms: u64,
     /// A session silent for this long (no frames, no pings) is closed.
     pub idle_timeout_ms: u64,
+    /// From accept to the first response (for a WebSocket, the upgrade after the token
+    /// check): a client slower than this (silent, slow headers) is disconnected.
+    pub handshake_timeout_ms: u64,
+    /// A request head on a kept-alive connection must arrive within this.
+    pub header_read_timeout_ms: u64,
+    /// An HTTP connection idle this long between requests is closed.
+    pub keep_alive_timeout_ms: u64,
+    /// Connections one source address may hold before authenticating; more are closed
+    /// at accept. Behind a proxy every client shares the proxy's address: raise it there.
+    pub max_unauthenticated_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,9 +111,14 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_sessions: 60_000,
+            max_sessions_per_user: 8,
             max_frame_bytes: 256 * 1024,
             shutdown_grace_ms: 10_000,
             idle_timeout_ms: 10 * 60 * 1000,
+            handshake_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 5_000,
+            max_unauthenticated_per_ip: 256,
         }
     }
 }

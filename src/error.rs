@@ -19,12 +19,16 @@ pub enum ErrorCode {
     UnknownEvent,
     InvalidEvent,
     UnsupportedAudioFormat,
+    /// Not fatal: the rest of the event was applied.
+    UnsupportedField,
     AudioFormatNotSet,
     InvalidAudio,
     UnknownPipeline,
     EmptyQuestion,
     FrameTooLarge,
     SessionLimit,
+    UserSessionLimit,
+    Draining,
     Overloaded,
     Unauthorized,
     Forbidden,
@@ -43,12 +47,15 @@ impl ErrorCode {
             ErrorCode::UnknownEvent => "unknown_event",
             ErrorCode::InvalidEvent => "invalid_event",
             ErrorCode::UnsupportedAudioFormat => "unsupported_audio_format",
+            ErrorCode::UnsupportedField => "unsupported_field",
             ErrorCode::AudioFormatNotSet => "audio_format_not_set",
             ErrorCode::InvalidAudio => "invalid_audio",
             ErrorCode::UnknownPipeline => "unknown_pipeline",
             ErrorCode::EmptyQuestion => "empty_question",
             ErrorCode::FrameTooLarge => "frame_too_large",
             ErrorCode::SessionLimit => "session_limit",
+            ErrorCode::UserSessionLimit => "user_session_limit",
+            ErrorCode::Draining => "draining",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
@@ -65,7 +72,12 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::SessionLimit | ErrorCode::Overloaded | ErrorCode::ModelUnavailable | ErrorCode::Internal
+            ErrorCode::SessionLimit
+                | ErrorCode::UserSessionLimit
+                | ErrorCode::Draining
+                | ErrorCode::Overloaded
+                | ErrorCode::ModelUnavailable
+                | ErrorCode::Internal
         )
     }
 }
@@ -83,6 +95,10 @@ pub enum AppError {
     Pool(#[from] PoolError),
     #[error("the server holds its maximum of {0} sessions")]
     SessionLimit(usize),
+    #[error("this user already has the maximum of {0} open sessions")]
+    UserSessionLimit(usize),
+    #[error("the server is shutting down; connect to another instance or retry shortly")]
+    Draining,
 }
 
 impl AppError {
@@ -96,6 +112,8 @@ impl AppError {
             AppError::Pool(PoolError::Overloaded(_)) => ErrorCode::Overloaded,
             AppError::Pool(PoolError::Stopped(_)) => ErrorCode::ModelUnavailable,
             AppError::SessionLimit(_) => ErrorCode::SessionLimit,
+            AppError::UserSessionLimit(_) => ErrorCode::UserSessionLimit,
+            AppError::Draining => ErrorCode::Draining,
         }
     }
 
@@ -106,14 +124,16 @@ impl AppError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::SessionLimit | ErrorCode::Overloaded | ErrorCode::ModelUnavailable => {
+            ErrorCode::SessionLimit | ErrorCode::Draining | ErrorCode::Overloaded | ErrorCode::ModelUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ErrorCode::UserSessionLimit => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InvalidJson
             | ErrorCode::UnknownEvent
             | ErrorCode::InvalidEvent
             | ErrorCode::UnsupportedAudioFormat
+            | ErrorCode::UnsupportedField
             | ErrorCode::AudioFormatNotSet
             | ErrorCode::InvalidAudio
             | ErrorCode::UnknownPipeline

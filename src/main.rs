@@ -44,7 +44,7 @@ enum Command {
     },
     /// Mint a development bearer token signed with `auth.jwt_secret`.
     Token {
-        #[arg(long)]
+        #[arg(long, value_parser = fieldvox::auth::parse_tenant)]
         tenant: String,
         #[arg(long)]
         user: String,
@@ -58,7 +58,7 @@ enum Command {
     Ingest {
         /// The manual file.
         file: PathBuf,
-        #[arg(long)]
+        #[arg(long, value_parser = fieldvox::auth::parse_tenant)]
         tenant: String,
         /// Equipment the manual covers, e.g. RTU-40.
         #[arg(long)]
@@ -82,7 +82,7 @@ enum Command {
         /// Bearer token. Without it, one is minted from --tenant/--user and the configured secret.
         #[arg(long, env = "FIELDVOX_TOKEN", conflicts_with_all = ["tenant", "user"])]
         token: Option<String>,
-        #[arg(long, default_value = "demo")]
+        #[arg(long, default_value = "demo", value_parser = fieldvox::auth::parse_tenant)]
         tenant: String,
         #[arg(long, default_value = "cli")]
         user: String,

@@ -1,7 +1,41 @@
 //! Every gauge, counter and histogram fieldvox exports, recorded through typed
 //! methods so metric names and labels live in one place.
 
+use std::sync::LazyLock;
+
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// What became of one inference job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    Ran,
+    /// Its caller was gone before a worker took it (a cancelled turn, a closed session),
+    /// so it was dropped without running.
+    Abandoned,
+    Panicked,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Ran => "ran",
+            JobOutcome::Abandoned => "abandoned",
+            JobOutcome::Panicked => "panicked",
+        }
+    }
+}
+
+/// Jobs by worker pool and outcome. Process-wide, because pools are built before (and
+/// shared beyond) any one `Metrics`; every registry exports it.
+static POOL_JOBS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(Opts::new("pool_jobs_total", "Inference jobs by pool and outcome"), &["pool", "outcome"])
+        .expect("valid metric")
+});
+
+/// Records what became of a job of `pool`.
+pub fn pool_job(pool: &str, outcome: JobOutcome) {
+    POOL_JOBS.with_label_values(&[pool, outcome.as_str()]).inc();
+}
 
 /// Pipeline stages whose latency is measured per turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +70,7 @@ pub struct Metrics {
     stage_seconds: HistogramVec,
     errors: IntCounterVec,
     answers: IntCounterVec,
+    reaped: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -74,17 +109,28 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let reaped = IntCounterVec::new(
+            Opts::new(
+                "connections_reaped_total",
+                "Connections the server closed itself, by reason: handshake_timeout, keep_alive_timeout, \
+                 header_read_timeout, per_ip_cap, shutdown",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(answers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reaped.clone()),
             Box::new(sessions_active.clone()),
             Box::new(sessions_opened.clone()),
             Box::new(turns.clone()),
             Box::new(stage_seconds.clone()),
             Box::new(errors.clone()),
+            Box::new(POOL_JOBS.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Self { registry, sessions_active, sessions_opened, turns, stage_seconds, errors, answers }
+        Self { registry, sessions_active, sessions_opened, turns, stage_seconds, errors, answers, reaped }
     }
 
     pub fn session_opened(&self, transport: &str) {
@@ -110,6 +156,10 @@ impl Metrics {
 
     pub fn error(&self, code: &str) {
         self.errors.with_label_values(&[code]).inc();
+    }
+
+    pub fn connection_reaped(&self, reason: &str) {
+        self.reaped.with_label_values(&[reason]).inc();
     }
 
     /// Prometheus text exposition.

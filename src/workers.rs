@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use crate::metrics::{JobOutcome, pool_job};
 use crate::models::ModelError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,7 +17,7 @@ pub enum PoolError {
     Stopped(&'static str),
 }
 
-type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
+type Job<M> = Box<dyn FnOnce(&mut M) -> JobOutcome + Send>;
 
 pub struct WorkerPool<M> {
     name: &'static str,
@@ -65,6 +66,8 @@ impl<M: 'static> WorkerPool<M> {
     }
 
     /// Runs `f` on a worker's model and waits for its result without blocking the runtime.
+    /// Dropping the returned future before a worker takes the job cancels it: the job is
+    /// discarded unrun (`pool_jobs_total{outcome="abandoned"}`).
     pub async fn run<R, F>(&self, f: F) -> Result<R, PoolError>
     where
         R: Send + 'static,
@@ -72,7 +75,11 @@ impl<M: 'static> WorkerPool<M> {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job<M> = Box::new(move |model| {
+            if tx.is_closed() {
+                return JobOutcome::Abandoned;
+            }
             let _ = tx.send(f(model));
+            JobOutcome::Ran
         });
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => PoolError::Overloaded(self.name),
@@ -91,9 +98,11 @@ fn work<M>(name: &'static str, mut model: M, rx: &Mutex<Receiver<Job<M>>>) {
         };
         let Ok(job) = job else { return };
         // A panicking job fails only its own caller (its reply channel drops).
-        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut model))).is_err() {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut model))).unwrap_or_else(|_| {
             tracing::error!(pool = name, "inference job panicked");
-        }
+            JobOutcome::Panicked
+        });
+        pool_job(name, outcome);
     }
 }
 
@@ -135,6 +144,30 @@ mod tests {
         hold_tx.send(()).unwrap();
         blocker.await.unwrap().unwrap();
         assert_eq!(queued.await.unwrap(), Ok(5));
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_left_never_runs() {
+        let pool = WorkerPool::spawn("test-abandon", 1, 4, |_| Ok(())).unwrap();
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let p = pool.clone();
+            async move { p.run(move |_| hold_rx.recv().is_ok()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queued = tokio::spawn({
+            let (p, ran) = (pool.clone(), ran.clone());
+            async move { p.run(move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        queued.abort(); // the caller goes away while its job waits in the queue
+        let _ = queued.await;
+        hold_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        // The worker has passed the abandoned job once a later one comes back.
+        pool.run(|_| ()).await.unwrap();
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "an abandoned job ran");
     }
 
     #[tokio::test]

@@ -35,6 +35,9 @@ async fn malformed_and_unknown_events_get_stable_codes() {
     expect_error(&mut c, "empty_question").await;
     c.send_json(json!({"type": "session.update", "session": {"pipeline": "no-such-profile"}})).await;
     expect_error(&mut c, "unknown_pipeline").await;
+    // A test profile (it calls a local test port) is not for clients to pick.
+    c.send_json(json!({"type": "session.update", "session": {"pipeline": "load-reference"}})).await;
+    expect_error(&mut c, "unknown_pipeline").await;
     still_alive(&mut c).await;
 }
 
@@ -136,4 +139,39 @@ async fn ops_endpoints_answer() {
     let metrics = get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("fieldvox_sessions_active{transport=\"websocket\"}"), "{metrics}");
     assert!(metrics.contains("fieldvox_errors_total{code=\"unknown_event\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn session_fields_not_understood_are_reported_and_the_rest_applies() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    c.send_json(json!({"type": "session.update", "session": {
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}, "output": {"voice": "alloy"}},
+        "instructions": "be brief"}}))
+        .await;
+    let updated = c.next_event().await;
+    assert_eq!(updated["type"], "session.updated", "{updated}");
+    assert_eq!(updated["session"]["input_sample_rate"], 24000, "{updated}");
+    let e = c.next_event().await;
+    assert_eq!(e["error"]["code"], "unsupported_field", "{e}");
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("audio.output.voice") && message.contains("instructions"), "{message}");
+    // Nothing committed yet: response.create has nothing to answer.
+    c.send_json(json!({"type": "response.create"})).await;
+    expect_error(&mut c, "empty_question").await;
+    still_alive(&mut c).await;
+}
+
+#[tokio::test]
+async fn with_turn_detection_off_silence_is_no_question() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    c.send_json(json!({"type": "session.update", "session": {"input_sample_rate": 16000, "turn_detection": null}}))
+        .await;
+    let updated = c.next_event().await;
+    assert!(updated["session"]["turn_detection"].is_null(), "{updated}");
+    c.stream_audio(&[0.0; 16_000], 16_000).await;
+    c.send_json(json!({"type": "input_audio_buffer.commit"})).await;
+    expect_error(&mut c, "empty_question").await;
+    still_alive(&mut c).await;
 }

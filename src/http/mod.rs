@@ -1,18 +1,23 @@
-//! HTTP surface: health, readiness, metrics, and the realtime WebSocket endpoint.
+//! HTTP surface: the talk page, health, readiness, metrics, and the realtime WebSocket
+//! endpoint.
 
 pub mod ops;
 pub mod realtime;
+pub mod server;
+pub mod talk;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::app::App;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .merge(talk::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -20,8 +25,9 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves, then drains live sessions (each is told
-/// `session.going_away`) for up to the configured grace period.
+/// Serves until `shutdown` resolves, then drains: connections close (idle ones at once)
+/// and live sessions are told `session.going_away`, both within the configured grace
+/// period — the function returns by then whatever clients do.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -29,23 +35,25 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let drainer = {
-        let app = app.clone();
-        async move {
-            shutdown.await;
-            let grace = std::time::Duration::from_millis(app.config.server.shutdown_grace_ms);
-            let left = app.sessions.drain(grace).await;
-            if left > 0 {
-                tracing::warn!(sessions = left, "grace period over; closing remaining sessions");
-            }
-            let _ = stop_tx.send(());
+    let limits = server::Limits::from_config(&app.config.server);
+    let grace = limits.grace;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let connections =
+        server::accept(router(app.clone()), listener, limits, app.metrics.clone(), stopped(stop_rx.clone()));
+    let sessions = async {
+        stopped(stop_rx).await;
+        let left = app.sessions.drain(grace).await;
+        if left > 0 {
+            tracing::warn!(sessions = left, "grace period over; closing remaining sessions");
         }
     };
-    tokio::spawn(drainer);
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .await
+    tokio::join!(signal, connections, sessions);
+    Ok(())
 }

@@ -2,35 +2,32 @@
 //! hands the socket to the session task.
 //!
 //! The token may come as `Authorization: Bearer <jwt>`, as a `Sec-WebSocket-Protocol`
-//! entry `bearer.<jwt>` (browsers cannot set headers on WebSockets), or as `?token=<jwt>`.
+//! entry `bearer.<jwt>` or `openai-insecure-api-key.<jwt>` (browsers cannot set headers
+//! on WebSockets), or as `?token=<jwt>`. The wire dialect is negotiated here too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
 use crate::auth::{AuthError, Claims};
 use crate::error::AppError;
+use crate::http::server::Connection;
 use crate::session::connection;
-
-/// Subprotocol a browser client offers next to its `bearer.<jwt>` entry.
-pub const SUBPROTOCOL: &str = "fieldvox.v1";
+use crate::session::dialect::{Dialect, OPENAI_KEY_PREFIX, offered_subprotocols};
 
 fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
     if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         return Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_string());
     }
-    let from_protocol = headers
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_string));
+    let from_protocol = offered_subprotocols(headers)
+        .find_map(|p| p.strip_prefix("bearer.").or_else(|| p.strip_prefix(OPENAI_KEY_PREFIX)).map(str::to_string));
     from_protocol.or_else(|| query.get("token").or_else(|| query.get("access_token")).cloned())
 }
 
@@ -43,10 +40,16 @@ pub async fn upgrade(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    connection: Option<Extension<Arc<Connection>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let claims = match authenticate(&app, &headers, &query) {
-        Ok(c) => c,
+        Ok(c) => {
+            if let Some(Extension(connection)) = connection {
+                connection.authenticated();
+            }
+            c
+        }
         Err(e) => {
             app.metrics.error(e.code());
             tracing::info!(reason = e.code(), "realtime connection refused");
@@ -60,12 +63,13 @@ pub async fn upgrade(
             return e.into_response();
         }
     };
+    let dialect = Dialect::negotiate(&headers, &query);
     let max = app.config.server.max_frame_bytes;
-    ws.protocols([SUBPROTOCOL])
+    ws.protocols([dialect.subprotocol()])
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| connection::run(socket, app, claims, guard))
+        .on_upgrade(move |socket| connection::run(socket, app, claims, guard, dialect))
         .into_response()
 }

@@ -70,12 +70,18 @@ impl Pipelines {
         self.by_name.get(name.unwrap_or(&self.default)).cloned()
     }
 
+    /// The profile a client asked for by name: a selectable one, or the default.
+    pub fn select(&self, name: &str) -> Option<Arc<Pipeline>> {
+        self.get(Some(name)).filter(|p| p.profile.selectable || name == self.default)
+    }
+
     pub fn default_name(&self) -> &str {
         &self.default
     }
 
+    /// The names a client may select.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
+        self.by_name.iter().filter(|(n, p)| p.profile.selectable || **n == self.default).map(|(n, _)| n.as_str())
     }
 }
 

@@ -4,6 +4,7 @@
 //! prompt, turn-taking thresholds and retrieval depth. Engines are built once at start-up
 //! and shared: two profiles that both use Whisper share one Whisper pool.
 
+pub mod cancel;
 pub mod engines;
 pub mod profile;
 pub mod providers;

@@ -17,6 +17,11 @@ pub struct Profile {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Whether clients may pick this profile with `session.update`. Test profiles (the
+    /// load-test reference, which calls a local test port) say `false`: they serve only
+    /// as the server's `pipelines.default`.
+    #[serde(default = "selectable_by_default")]
+    pub selectable: bool,
     #[serde(default)]
     pub vad: EndpointConfig,
     #[serde(default)]
@@ -28,6 +33,10 @@ pub struct Profile {
     pub llm: LlmConfig,
     #[serde(default)]
     pub tts: TtsConfig,
+}
+
+fn selectable_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -3,12 +3,12 @@
 //! starts while the answerer is still writing the rest.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::Pipeline;
+use super::cancel::Cancel;
 use super::providers::StageError;
 use crate::audio::pcm::encode_pcm16;
 use crate::audio::resample::resample;
@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, Stage};
 use crate::rag::KnowledgeBase;
 use crate::rag::evidence::Evidence;
 use crate::rag::retrieve::Passage;
-use crate::session::Outbound;
+use crate::session::dialect::Outbox;
 use crate::session::protocol::{Citation, ResponseStatus, ServerEvent, Timings};
 use crate::voice::sentences::SentenceSplitter;
 use crate::workers::PoolError;
@@ -47,10 +47,12 @@ pub struct TurnContext {
     pub pipeline: Arc<Pipeline>,
     pub kb: KnowledgeBase,
     pub metrics: Metrics,
-    pub out: mpsc::Sender<Outbound>,
+    pub out: Outbox,
+    /// The user item this turn answers (its transcript is reported under this id).
+    pub item_id: String,
     pub output_rate: u32,
-    /// Set by the session on barge-in or `response.cancel`.
-    pub cancel: Arc<AtomicBool>,
+    /// Set by the session on barge-in, `response.cancel` or when it ends.
+    pub cancel: Cancel,
     /// Tags this turn's audio so the writer can drop it once cancelled.
     pub audio_seq: u64,
     pub response_id: String,
@@ -62,11 +64,11 @@ fn ms_since(t: Instant) -> f64 {
 
 impl TurnContext {
     async fn send(&self, event: ServerEvent) {
-        let _ = self.out.send(Outbound::event(&event)).await;
+        self.out.event(&event).await;
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.cancel.is_cancelled()
     }
 }
 
@@ -85,8 +87,14 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
             }
         }
         Question::Transcribing(task) => {
+            // A cancelled turn stops the transcription too, not just waiting for it.
+            let abort = task.abort_handle();
             let done = async move { task.await.unwrap_or(Err(StageError::Pool(PoolError::Stopped("stt")))) };
-            match transcript(&ctx, &mut timings, done).await {
+            let heard = transcript(&ctx, &mut timings, done).await;
+            if ctx.cancelled() {
+                abort.abort();
+            }
+            match heard {
                 Some(t) => t,
                 None => return,
             }
@@ -102,10 +110,17 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
     let found = async {
         let (passages, rt) =
             ctx.kb.retrieve(&ctx.tenant, ctx.equipment.as_deref(), &question, &profile.retrieval).await?;
-        let evidence = ctx.kb.evidence(&profile.evidence, &question, &passages).await?;
+        let evidence = ctx.kb.evidence(&profile.evidence, &ctx.tenant, &question, &passages).await?;
         Ok::<_, crate::rag::RagError>((passages, evidence, rt))
     };
-    let (passages, mut evidence) = match found.await {
+    let Some(found) = ctx.cancel.unless_cancelled(found).await else {
+        let timings = Timings { total_ms: ms_since(ended_at), ..timings };
+        ctx.metrics.turn_finished("cancelled");
+        let (status, text) = (ResponseStatus::Cancelled, String::new());
+        ctx.send(ServerEvent::ResponseDone { response_id, status, text, timings }).await;
+        return;
+    };
+    let (passages, mut evidence) = match found {
         Ok((passages, evidence, rt)) => {
             timings.embed_ms = Some(rt.embed_ms);
             timings.retrieval_ms = Some(rt.search_ms);
@@ -181,7 +196,7 @@ async fn transcript(
     transcription: impl Future<Output = Result<String, StageError>>,
 ) -> Option<String> {
     let started = Instant::now();
-    let result = transcription.await;
+    let result = ctx.cancel.unless_cancelled(transcription).await?;
     let stt_ms = ms_since(started);
     timings.stt_ms = Some(stt_ms);
     ctx.metrics.stage(Stage::Stt, stt_ms);
@@ -201,7 +216,7 @@ async fn transcript(
             transcript
         }
     };
-    let item_id = format!("item_{}", uuid::Uuid::new_v4().simple());
+    let item_id = ctx.item_id.clone();
     ctx.send(ServerEvent::TranscriptionCompleted { item_id, transcript: transcript.clone() }).await;
     if transcript.trim().is_empty() {
         tracing::debug!("utterance had no words; no response");
@@ -407,7 +422,7 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     let (text_tx, mut text_rx) = mpsc::channel::<String>(64);
     let producer = {
         let llm = ctx.pipeline.llm.clone();
-        let cancel = ctx.cancel.clone();
+        let cancel = ctx.cancel.flag();
         let req = req.clone();
         tokio::spawn(async move { llm.stream(req, text_tx, cancel).await })
     };
@@ -467,8 +482,8 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
 
 struct SpeakContext {
     tts: Arc<super::providers::TtsProvider>,
-    out: mpsc::Sender<Outbound>,
-    cancel: Arc<AtomicBool>,
+    out: Outbox,
+    cancel: Cancel,
     audio_seq: u64,
     output_rate: u32,
     response_id: String,
@@ -482,25 +497,25 @@ async fn speak(
     let mut first_audio = None;
     let mut pcm = Vec::new();
     while let Some(sentence) = sentences.recv().await {
-        if ctx.cancel.load(Ordering::Relaxed) {
+        // A sentence waiting for a speech worker is dropped unsynthesized on cancel.
+        let Some(speech) = ctx.cancel.unless_cancelled(ctx.tts.synthesize(sentence)).await else {
             break;
-        }
-        let speech = ctx.tts.synthesize(sentence).await?;
+        };
+        let speech = speech?;
         let samples = resample(&speech.samples, speech.sample_rate, ctx.output_rate);
         pcm.clear();
         encode_pcm16(&samples, &mut pcm);
         if first_audio.is_none() {
             let started =
                 ServerEvent::AudioStarted { response_id: ctx.response_id.clone(), sample_rate: ctx.output_rate };
-            let _ = ctx.out.send(Outbound::event(&started)).await;
+            ctx.out.event(&started).await;
         }
         let frame_bytes = ctx.output_rate as usize * AUDIO_FRAME_MS / 1000 * 2;
         for frame in pcm.chunks(frame_bytes.max(2)) {
-            if ctx.cancel.load(Ordering::Relaxed) {
+            if ctx.cancel.is_cancelled() {
                 return Ok(first_audio);
             }
-            let audio = Outbound::Audio { seq: ctx.audio_seq, bytes: bytes::Bytes::copy_from_slice(frame) };
-            if ctx.out.send(audio).await.is_err() {
+            if !ctx.out.audio(ctx.audio_seq, &ctx.response_id, frame).await {
                 return Ok(first_audio);
             }
             first_audio.get_or_insert_with(Instant::now);

@@ -64,9 +64,9 @@ impl Embedder {
         Ok(Self::new(pool, cache))
     }
 
-    /// Embeds one query, from the cache when this exact text was seen before.
-    pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>, RagError> {
-        let key = cache_key(text);
+    /// Embeds one query, from the cache when this tenant asked this exact text before.
+    pub async fn embed_query(&self, tenant: &str, text: &str) -> Result<Vec<f32>, RagError> {
+        let key = cache_key(tenant, text);
         if let Some(v) = self.cache.get(&key).await.and_then(|bytes| decode_vector(&bytes)) {
             return Ok(v);
         }
@@ -84,10 +84,10 @@ impl Embedder {
         result
     }
 
-    /// Embeds texts, from the cache where seen before; the rest in one inference call.
-    /// For sentences of manuals, which the same questions meet again and again.
-    pub async fn embed_cached(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
-        let keys: Vec<String> = texts.iter().map(|t| cache_key(t)).collect();
+    /// Embeds texts, from the tenant's cache where seen before; the rest in one inference
+    /// call. For sentences of manuals, which the same questions meet again and again.
+    pub async fn embed_cached(&self, tenant: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
+        let keys: Vec<String> = texts.iter().map(|t| cache_key(tenant, t)).collect();
         let mut found: Vec<Option<Vec<f32>>> = Vec::with_capacity(texts.len());
         for key in &keys {
             found.push(self.cache.get(key).await.and_then(|b| decode_vector(&b)));
@@ -118,9 +118,15 @@ impl Embedder {
     }
 }
 
-/// `emb:{model}:{sha256(text)}`: the text itself never appears in a key.
-fn cache_key(text: &str) -> String {
-    format!("emb:{MODEL_NAME}:{}", hex::encode(Sha256::digest(text.as_bytes())))
+/// `emb:{model}:{sha256(tenant, text)}`: the text never appears in a key, and each tenant
+/// has its own entries, so a fast embedding (a cache hit, visible in `embed_ms`) can never
+/// tell one tenant what another asked.
+fn cache_key(tenant: &str, text: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update((tenant.len() as u64).to_le_bytes());
+    hash.update(tenant.as_bytes());
+    hash.update(text.as_bytes());
+    format!("emb:{MODEL_NAME}:{}", hex::encode(hash.finalize()))
 }
 
 fn encode_vector(v: &[f32]) -> Vec<u8> {
@@ -149,7 +155,7 @@ mod tests {
         let paths = ModelPaths::new(ModelPaths::default_root());
         let cache = Arc::new(MemoryCache::new(100));
         let embedder = Embedder::spawn(&paths, 1, 1, 8, cache.clone()).unwrap();
-        let q = embedder.embed_query("what torque for the compressor head bolts").await.unwrap();
+        let q = embedder.embed_query("acme", "what torque for the compressor head bolts").await.unwrap();
         assert_eq!(q.len(), DIMENSIONS);
         assert_eq!(cache.len(), 1);
         let docs = embedder
@@ -160,25 +166,29 @@ mod tests {
             .await
             .unwrap();
         assert!(cosine(&q, &docs[0]) > cosine(&q, &docs[1]) + 0.1);
-        let again = embedder.embed_query("what torque for the compressor head bolts").await.unwrap();
+        let again = embedder.embed_query("acme", "what torque for the compressor head bolts").await.unwrap();
         assert_eq!(q, again);
+        assert_eq!(cache.len(), 1, "a repeat is a hit");
+        // Another tenant asking the same never meets the first one's entry.
+        embedder.embed_query("globex", "what torque for the compressor head bolts").await.unwrap();
+        assert_eq!(cache.len(), 2, "each tenant has its own entries");
 
         // A burst of one new question: one inference, the rest wait for it (the pool's
         // queue of 8 would refuse most of 50 separate jobs).
         let burst = (0..50).map(|_| {
             let e = embedder.clone();
-            tokio::spawn(async move { e.embed_query("how often are the return air filters replaced").await })
+            tokio::spawn(async move { e.embed_query("acme", "how often are the return air filters replaced").await })
         });
         let vectors: Vec<_> =
             futures_util::future::join_all(burst).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
         assert!(vectors.windows(2).all(|w| w[0] == w[1]));
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.len(), 3);
         // Manual sentences: cached one by one, the misses embedded together.
         let sentences = vec!["Tighten the head bolts to 38 N·m.".to_string(), "Check the belt.".to_string()];
-        let first = embedder.embed_cached(sentences.clone()).await.unwrap();
-        assert_eq!(cache.len(), 4);
-        assert_eq!(embedder.embed_cached(sentences).await.unwrap(), first, "second time from the cache");
-        assert_eq!(cache.len(), 4);
+        let first = embedder.embed_cached("acme", sentences.clone()).await.unwrap();
+        assert_eq!(cache.len(), 5);
+        assert_eq!(embedder.embed_cached("acme", sentences).await.unwrap(), first, "second time from the cache");
+        assert_eq!(cache.len(), 5);
         assert_eq!(encode_vector(&q).len(), DIMENSIONS * 4);
         assert_eq!(decode_vector(&encode_vector(&q)).unwrap(), q);
         assert!(decode_vector(&[0u8; 3]).is_none());

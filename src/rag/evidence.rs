@@ -181,6 +181,7 @@ impl KnowledgeBase {
     pub async fn evidence(
         &self,
         config: &EvidenceConfig,
+        tenant: &str,
         question: &str,
         passages: &[Passage],
     ) -> Result<Vec<Evidence>, RagError> {
@@ -198,7 +199,7 @@ impl KnowledgeBase {
         }
         let texts = found.iter().map(|e| format!("{}: {}", passages[e.passage].title, e.sentence)).collect();
         let (asked_vector, vectors) =
-            tokio::try_join!(self.embedder.embed_query(question), self.embedder.embed_cached(texts))?;
+            tokio::try_join!(self.embedder.embed_query(tenant, question), self.embedder.embed_cached(tenant, texts))?;
         let asked = Asked::new(question);
         let titles: Vec<Title> = passages.iter().map(|p| Title::new(&p.title)).collect();
         for (e, v) in found.iter_mut().zip(&vectors) {

@@ -133,7 +133,7 @@ impl KnowledgeBase {
                 let terms = query_terms(question);
                 let (keyword, vector) = tokio::join!(
                     self.store.keyword_search(tenant, equipment, &terms, config.candidates),
-                    self.embedder.embed_query(question)
+                    self.embedder.embed_query(tenant, question)
                 );
                 let vector = vector?;
                 timings.embed_ms = started.elapsed().as_secs_f64() * 1000.0;

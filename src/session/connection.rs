@@ -3,7 +3,7 @@
 //! loop; dropping it cancels everything.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -13,8 +13,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::dialect::{Dialect, Outbox};
 use super::protocol::{
-    AudioFormat, ClientEvent, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, ServerEvent, SessionInfo, SessionLimits, SessionUpdate,
+    AudioFormat, ClientEvent, ServerEvent, ServerVad, SessionInfo, SessionLimits, SessionUpdate, TurnDetection,
 };
 use super::{Outbound, SessionGuard};
 use crate::app::App;
@@ -22,8 +23,9 @@ use crate::audio::pcm::rms_dbfs;
 use crate::auth::Claims;
 use crate::error::ErrorCode;
 use crate::pipeline::Pipeline;
+use crate::pipeline::cancel::Cancel;
 use crate::pipeline::turn::{self, Question, SttTask, TurnContext, transcription_hint};
-use crate::voice::endpoint::Endpoint;
+use crate::voice::endpoint::{Endpoint, EndpointConfig};
 use crate::voice::input::VoiceInput;
 
 /// Outbound messages buffered per session before the turn waits for the client.
@@ -39,7 +41,7 @@ pub mod close {
 }
 
 struct ActiveTurn {
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
     seq: u64,
     response_id: String,
 }
@@ -48,28 +50,33 @@ struct Session {
     app: Arc<App>,
     id: String,
     claims: Claims,
-    out: mpsc::Sender<Outbound>,
+    out: Outbox,
     /// The turn whose audio may still be sent; 0 = none.
     audio_gate: Arc<AtomicU64>,
     input_rate: Option<u32>,
     output_rate: u32,
     equipment: Option<String>,
+    turn_detection: TurnDetection,
     pipeline: Arc<Pipeline>,
     /// Created on the first audio frame: sessions that never talk carry no audio state.
     voice: Option<VoiceInput>,
     turn: Option<ActiveTurn>,
     /// Transcription started during the user's pause, for the utterance of this length.
     speculation: Option<(usize, SttTask)>,
+    /// A committed question waiting for `response.create`, with its item id.
+    awaiting_response: Option<(String, Question)>,
     next_seq: u64,
     turn_done: mpsc::Sender<u64>,
 }
 
-pub async fn run(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionGuard) {
-    let span = tracing::info_span!("session", session_id = %guard.id, tenant = %claims.tenant, user = %claims.sub);
-    serve(socket, app, claims, guard).instrument(span).await
+pub async fn run(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionGuard, dialect: Dialect) {
+    let span = tracing::info_span!(
+        "session", session_id = %guard.id, tenant = %claims.tenant, user = %claims.sub, dialect = ?dialect
+    );
+    serve(socket, app, claims, guard, dialect).instrument(span).await
 }
 
-async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionGuard) {
+async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionGuard, dialect: Dialect) {
     let Some(pipeline) = app.pipelines.get(None) else {
         tracing::error!("default pipeline missing");
         return;
@@ -85,15 +92,17 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
         app: app.clone(),
         id,
         claims,
-        out,
+        out: Outbox::new(out, dialect),
         audio_gate,
-        input_rate: None,
-        output_rate: 16_000,
+        input_rate: dialect.default_input_rate(),
+        output_rate: dialect.default_output_rate(),
         equipment: None,
+        turn_detection: TurnDetection::ServerVad(ServerVad::default()),
         pipeline,
         voice: None,
         turn: None,
         speculation: None,
+        awaiting_response: None,
         next_seq: 1,
         turn_done,
     };
@@ -156,8 +165,12 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
         }
     };
     s.cancel_turn().await;
+    s.drop_speculation();
+    if let Some((_, Question::Transcribing(task))) = s.awaiting_response.take() {
+        task.abort();
+    }
     if let Some((code, reason)) = close_reason {
-        let _ = s.out.send(Outbound::Close { code, reason: reason.into() }).await;
+        s.out.close(code, reason).await;
     }
     drop(s);
     if !writer_done {
@@ -175,13 +188,14 @@ async fn write_loop(
     while let Some(item) = rx.recv().await {
         let msg = match item {
             Outbound::Event(json) => Message::Text(Utf8Bytes::from(json)),
-            Outbound::Audio { seq, bytes } => {
-                // Audio of a cancelled turn never leaves, even if it was already queued.
-                if audio_gate.load(Ordering::Acquire) != seq {
-                    continue;
-                }
-                Message::Binary(bytes)
+            // Audio of a cancelled turn never leaves, even if it was already queued.
+            Outbound::Audio { seq, .. } | Outbound::AudioEvent { seq, .. }
+                if audio_gate.load(Ordering::Acquire) != seq =>
+            {
+                continue;
             }
+            Outbound::Audio { bytes, .. } => Message::Binary(bytes),
+            Outbound::AudioEvent { json, .. } => Message::Text(Utf8Bytes::from(json)),
             Outbound::Close { code, reason } => {
                 let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
                 let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
@@ -202,7 +216,7 @@ async fn write_loop(
 
 impl Session {
     async fn send(&self, event: ServerEvent) {
-        let _ = self.out.send(Outbound::event(&event)).await;
+        self.out.event(&event).await;
     }
 
     async fn error(&self, code: ErrorCode, message: impl Into<String>) {
@@ -222,6 +236,10 @@ impl Session {
             output_sample_rate: self.output_rate,
             equipment: self.equipment.clone(),
             pipeline: self.pipeline.profile.name.clone(),
+            turn_detection: match &self.turn_detection {
+                TurnDetection::ServerVad(vad) => Some(vad.clone()),
+                TurnDetection::Manual => None,
+            },
             limits: SessionLimits {
                 max_frame_bytes: self.app.config.server.max_frame_bytes,
                 max_utterance_ms: self.pipeline.profile.vad.max_utterance_ms,
@@ -235,18 +253,26 @@ impl Session {
             Err(e) => return self.error(e.code(), e.message()).await,
         };
         match event {
-            ClientEvent::SessionUpdate(update) => self.on_update(update).await,
+            ClientEvent::SessionUpdate(update) => self.on_update(*update).await,
             ClientEvent::AudioAppend { audio } => match base64::engine::general_purpose::STANDARD.decode(audio) {
                 Ok(bytes) => self.on_audio_bytes(&bytes).await,
                 Err(e) => self.error(ErrorCode::InvalidAudio, format!("audio is not valid base64: {e}")).await,
             },
             ClientEvent::AudioCommit => {
-                let ended = self.voice.as_mut().and_then(|v| v.endpointer.commit());
+                let manual = self.turn_detection == TurnDetection::Manual;
+                let ended = match self.voice.as_mut() {
+                    Some(v) if manual => v.take_held().map(|utterance| (None, utterance)),
+                    Some(v) => match v.endpointer.commit() {
+                        Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) => {
+                            Some((Some(audio_end_ms), utterance))
+                        }
+                        _ => None,
+                    },
+                    None => None,
+                };
                 match ended {
-                    Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) => {
-                        self.utterance_ended(audio_end_ms, utterance).await
-                    }
-                    _ => self.error(ErrorCode::EmptyQuestion, "no speech in the input audio buffer").await,
+                    Some((audio_end_ms, utterance)) => self.utterance_ended(audio_end_ms, utterance).await,
+                    None => self.error(ErrorCode::EmptyQuestion, "no speech in the input audio buffer").await,
                 }
             }
             ClientEvent::AudioClear => {
@@ -261,8 +287,23 @@ impl Session {
                 if text.trim().is_empty() {
                     return self.error(ErrorCode::EmptyQuestion, "the question has no text").await;
                 }
-                self.start_turn(Question::Text(text)).await;
+                let item_id = new_item_id();
+                if self.out.dialect().typed_question_responds() {
+                    self.start_turn(item_id, Question::Text(text)).await;
+                } else {
+                    self.await_response(item_id, Question::Text(text));
+                }
             }
+            ClientEvent::ResponseCreate => match self.awaiting_response.take() {
+                Some((item_id, question)) => self.start_turn(item_id, question).await,
+                None => {
+                    self.error(
+                        ErrorCode::EmptyQuestion,
+                        "nothing to answer: commit the input audio or create a question item first",
+                    )
+                    .await
+                }
+            },
             ClientEvent::ResponseCancel => self.cancel_turn().await,
             ClientEvent::ItemTruncate { item_id, audio_end_ms } => {
                 tracing::debug!(%item_id, audio_end_ms, "client truncated playback");
@@ -272,28 +313,12 @@ impl Session {
     }
 
     async fn on_update(&mut self, update: SessionUpdate) {
-        for format in [&update.input_audio_format, &update.output_audio_format].into_iter().flatten() {
-            if format != "pcm16" {
-                return self
-                    .error(
-                        ErrorCode::UnsupportedAudioFormat,
-                        format!("audio format {format:?} is not supported; use \"pcm16\""),
-                    )
-                    .await;
-            }
-        }
-        for rate in [update.input_sample_rate, update.output_sample_rate].into_iter().flatten() {
-            if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
-                return self
-                    .error(
-                        ErrorCode::UnsupportedAudioFormat,
-                        format!("sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE}"),
-                    )
-                    .await;
-            }
-        }
-        if let Some(name) = update.pipeline.as_deref() {
-            match self.app.pipelines.get(Some(name)) {
+        let changes = match update.changes() {
+            Ok(c) => c,
+            Err(e) => return self.error(e.code, e.message).await,
+        };
+        if let Some(name) = changes.pipeline.as_deref() {
+            match self.app.pipelines.select(name) {
                 Some(p) => {
                     self.pipeline = p;
                     self.voice = None;
@@ -306,21 +331,48 @@ impl Session {
                 }
             }
         }
-        if update.input_sample_rate.is_some() || update.input_audio_format.is_some() || self.input_rate.is_none() {
-            let rate = update.input_sample_rate.or(self.input_rate).unwrap_or(16_000);
-            if self.input_rate != Some(rate) {
-                self.voice = None;
-            }
-            self.input_rate = Some(rate);
+        // A native client that names no rate is at 16 kHz once it has declared a format.
+        let rate = changes.input_rate.or(self.input_rate).unwrap_or(16_000);
+        if self.input_rate != Some(rate) {
+            self.voice = None;
         }
-        if let Some(rate) = update.output_sample_rate {
+        self.input_rate = Some(rate);
+        if let Some(rate) = changes.output_rate {
             self.output_rate = rate;
         }
-        if let Some(e) = update.equipment {
+        if let Some(e) = changes.equipment {
             let e = e.trim();
             self.equipment = (!e.is_empty() && e != "*").then(|| e.to_string());
         }
+        if let Some(detection) = changes.turn_detection {
+            // The endpointer is rebuilt with the new thresholds at the next audio frame.
+            self.voice = None;
+            self.drop_speculation();
+            self.turn_detection = detection;
+        }
         self.send(ServerEvent::SessionUpdated { session: self.info() }).await;
+        if !changes.ignored.is_empty() {
+            let fields = changes.ignored.join(", ");
+            self.error(ErrorCode::UnsupportedField, format!("session fields not supported, ignored: {fields}")).await;
+        }
+    }
+
+    /// The profile's turn-taking thresholds with the client's server-VAD settings applied.
+    fn endpoint_config(&self) -> EndpointConfig {
+        let mut config = self.pipeline.profile.vad.clone();
+        if let TurnDetection::ServerVad(vad) = &self.turn_detection {
+            if let Some(t) = vad.threshold {
+                config.threshold = t;
+                config.release_threshold = config.release_threshold.min(t);
+            }
+            if let Some(ms) = vad.silence_duration_ms {
+                config.end_of_speech_ms = ms;
+            }
+            if let Some(ms) = vad.prefix_padding_ms {
+                config.pre_roll_ms = ms;
+            }
+        }
+        config
     }
 
     async fn on_audio_bytes(&mut self, bytes: &[u8]) {
@@ -329,9 +381,17 @@ impl Session {
                 .error(ErrorCode::AudioFormatNotSet, "send session.update with the input audio format before audio")
                 .await;
         };
-        let voice = self.voice.get_or_insert_with(|| VoiceInput::new(rate, self.pipeline.profile.vad.clone()));
+        if self.voice.is_none() {
+            self.voice = Some(VoiceInput::new(rate, self.endpoint_config()));
+        }
+        let Some(voice) = self.voice.as_mut() else { return };
         if let Err(e) = voice.push_pcm16(bytes) {
             return self.error(ErrorCode::InvalidAudio, e.to_string()).await;
+        }
+        if self.turn_detection == TurnDetection::Manual {
+            // No VAD: everything until the client's commit is the question.
+            voice.hold();
+            return;
         }
         while let Some(window) = self.voice.as_mut().and_then(VoiceInput::next_window) {
             let prob = self.speech_probability(window).await;
@@ -340,37 +400,40 @@ impl Session {
                 None => {}
                 Some(Endpoint::SpeechStarted { audio_start_ms }) => {
                     // Barge-in: the user talks over an answer, so stop it and drop its audio.
-                    self.cancel_turn().await;
+                    if matches!(&self.turn_detection, TurnDetection::ServerVad(v) if v.interrupt_response) {
+                        self.cancel_turn().await;
+                    }
                     self.drop_speculation();
                     self.send(ServerEvent::SpeechStarted { audio_start_ms }).await;
                 }
                 Some(Endpoint::Paused { utterance }) => self.speculate(utterance),
                 Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) => {
-                    self.utterance_ended(audio_end_ms, utterance).await
+                    self.utterance_ended(Some(audio_end_ms), utterance).await
                 }
             }
         }
         // The silence may already be complete inside the window that is still filling.
         let ended = self.voice.as_mut().and_then(VoiceInput::check_partial);
         if let Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) = ended {
-            self.utterance_ended(audio_end_ms, utterance).await;
+            self.utterance_ended(Some(audio_end_ms), utterance).await;
         }
     }
 
     /// Starts transcribing what was said so far while the silence window runs out.
     fn speculate(&mut self, utterance: Vec<f32>) {
         self.drop_speculation();
+        self.speculation = Some((utterance.len(), self.transcribe(utterance)));
+    }
+
+    /// Transcribes on a task of its own.
+    fn transcribe(&self, utterance: Vec<f32>) -> SttTask {
         let pipeline = self.pipeline.clone();
         let kb = self.app.kb.clone();
         let tenant = self.claims.tenant.clone();
-        let len = utterance.len();
-        self.speculation = Some((
-            len,
-            tokio::spawn(async move {
-                let hint = transcription_hint(&kb, &tenant, &pipeline).await;
-                pipeline.stt.transcribe(utterance, hint).await
-            }),
-        ));
+        tokio::spawn(async move {
+            let hint = transcription_hint(&kb, &tenant, &pipeline).await;
+            pipeline.stt.transcribe(utterance, hint).await
+        })
     }
 
     fn drop_speculation(&mut self) {
@@ -379,10 +442,16 @@ impl Session {
         }
     }
 
-    /// The user stopped: answer, reusing the speculative transcription when it covered
-    /// exactly this utterance (they stayed silent after the pause).
-    async fn utterance_ended(&mut self, audio_end_ms: u64, utterance: Vec<f32>) {
-        self.send(ServerEvent::SpeechStopped { audio_end_ms }).await;
+    /// The user stopped (`audio_end_ms` when the VAD or the endpointer saw it) or the
+    /// client committed: the utterance becomes a user item, answered now or on
+    /// `response.create`. A transcription started during the pause is reused when it
+    /// covered exactly this utterance (the user stayed silent after the pause).
+    async fn utterance_ended(&mut self, audio_end_ms: Option<u64>, utterance: Vec<f32>) {
+        if let Some(audio_end_ms) = audio_end_ms {
+            self.send(ServerEvent::SpeechStopped { audio_end_ms }).await;
+        }
+        let item_id = new_item_id();
+        self.send(ServerEvent::Committed { item_id: item_id.clone() }).await;
         let question = match self.speculation.take() {
             Some((len, task)) if len == utterance.len() => Question::Transcribing(task),
             other => {
@@ -392,7 +461,21 @@ impl Session {
                 Question::Audio(utterance)
             }
         };
-        self.start_turn(question).await;
+        match &self.turn_detection {
+            TurnDetection::ServerVad(vad) if vad.create_response => self.start_turn(item_id, question).await,
+            _ => self.await_response(item_id, question),
+        }
+    }
+
+    /// Holds a question for `response.create`; speech starts transcribing meanwhile.
+    fn await_response(&mut self, item_id: String, question: Question) {
+        let question = match question {
+            Question::Audio(utterance) => Question::Transcribing(self.transcribe(utterance)),
+            other => other,
+        };
+        if let Some((_, Question::Transcribing(old))) = self.awaiting_response.replace((item_id, question)) {
+            old.abort();
+        }
     }
 
     /// Silero's probability, or 0 without asking it when the window is below the energy gate.
@@ -417,13 +500,13 @@ impl Session {
         }
     }
 
-    async fn start_turn(&mut self, question: Question) {
+    async fn start_turn(&mut self, item_id: String, question: Question) {
         self.cancel_turn().await;
         let ended_at = Instant::now();
         let seq = self.next_seq;
         self.next_seq += 1;
         self.audio_gate.store(seq, Ordering::Release);
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Cancel::default();
         let response_id = format!("resp_{}", uuid::Uuid::new_v4().simple());
         let ctx = TurnContext {
             tenant: self.claims.tenant.clone(),
@@ -432,6 +515,7 @@ impl Session {
             kb: self.app.kb.clone(),
             metrics: self.app.metrics.clone(),
             out: self.out.clone(),
+            item_id,
             output_rate: self.output_rate,
             cancel: cancel.clone(),
             audio_seq: seq,
@@ -448,9 +532,13 @@ impl Session {
     /// Stops the active turn and tells the client to drop any answer audio it buffered.
     async fn cancel_turn(&mut self) {
         let Some(turn) = self.turn.take() else { return };
-        turn.cancel.store(true, Ordering::Release);
+        turn.cancel.cancel();
         self.audio_gate.store(0, Ordering::Release);
         tracing::info!(response_id = %turn.response_id, "turn cancelled");
         self.send(ServerEvent::OutputAudioClear { response_id: turn.response_id }).await;
     }
+}
+
+fn new_item_id() -> String {
+    format!("item_{}", uuid::Uuid::new_v4().simple())
 }

@@ -30,6 +30,9 @@ struct Inner {
     sessions: DashMap<Uuid, SessionEntry>,
     count: AtomicUsize,
     max: usize,
+    /// Open sessions per (tenant, user), for the per-user cap; absent means none.
+    per_user: DashMap<(String, String), usize>,
+    max_per_user: usize,
     metrics: Metrics,
     drain: watch::Sender<bool>,
 }
@@ -43,27 +46,51 @@ pub struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.inner.sessions.remove(&self.id);
+        if let Some((_, entry)) = self.inner.sessions.remove(&self.id) {
+            self.inner.per_user.remove_if_mut(&(entry.tenant, entry.user), |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
         self.inner.count.fetch_sub(1, Ordering::AcqRel);
         self.inner.metrics.session_closed(self.transport);
     }
 }
 
 impl SessionManager {
-    pub fn new(max: usize, metrics: Metrics) -> Self {
+    pub fn new(max: usize, max_per_user: usize, metrics: Metrics) -> Self {
         let (drain, _) = watch::channel(false);
-        Self { inner: Arc::new(Inner { sessions: DashMap::new(), count: AtomicUsize::new(0), max, metrics, drain }) }
+        let inner = Inner {
+            sessions: DashMap::new(),
+            count: AtomicUsize::new(0),
+            max,
+            per_user: DashMap::new(),
+            max_per_user,
+            metrics,
+            drain,
+        };
+        Self { inner: Arc::new(inner) }
     }
 
-    /// Reserves a slot, or refuses when the server is full or draining.
+    /// Reserves a slot, or refuses when the server is draining, full, or the user
+    /// already holds `max_per_user` sessions (one user cannot take every slot).
     pub fn register(&self, tenant: &str, user: &str, transport: &'static str) -> Result<SessionGuard, AppError> {
         if self.is_draining() {
-            return Err(AppError::SessionLimit(0));
+            return Err(AppError::Draining);
         }
         let inner = &self.inner;
         if inner.count.fetch_add(1, Ordering::AcqRel) >= inner.max {
             inner.count.fetch_sub(1, Ordering::AcqRel);
             return Err(AppError::SessionLimit(inner.max));
+        }
+        {
+            let mut open = inner.per_user.entry((tenant.to_string(), user.to_string())).or_insert(0);
+            if *open >= inner.max_per_user {
+                drop(open);
+                inner.count.fetch_sub(1, Ordering::AcqRel);
+                return Err(AppError::UserSessionLimit(inner.max_per_user));
+            }
+            *open += 1;
         }
         let id = Uuid::new_v4();
         let entry = SessionEntry { tenant: tenant.into(), user: user.into(), transport, opened_at: Instant::now() };
@@ -108,7 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn enforces_the_cap_and_unregisters_on_drop() {
-        let m = SessionManager::new(2, Metrics::new());
+        let m = SessionManager::new(2, 8, Metrics::new());
         let a = m.register("t", "u", "websocket").unwrap();
         let _b = m.register("t", "u", "websocket").unwrap();
         assert!(matches!(m.register("t", "u", "websocket"), Err(AppError::SessionLimit(2))));
@@ -123,6 +150,19 @@ mod tests {
         let remaining = m.drain(Duration::from_millis(100)).await;
         assert_eq!(remaining, 2);
         assert!(*signal.borrow_and_update());
-        assert!(m.register("t", "u", "websocket").is_err(), "no new sessions while draining");
+        assert!(matches!(m.register("t", "u", "websocket"), Err(AppError::Draining)), "no new sessions while draining");
+    }
+
+    #[test]
+    fn one_user_cannot_take_every_slot() {
+        let m = SessionManager::new(10, 2, Metrics::new());
+        let a = m.register("acme", "tech-1", "websocket").unwrap();
+        let _b = m.register("acme", "tech-1", "websocket").unwrap();
+        assert!(matches!(m.register("acme", "tech-1", "websocket"), Err(AppError::UserSessionLimit(2))));
+        // The same user name in another tenant is another user.
+        let _c = m.register("globex", "tech-1", "websocket").unwrap();
+        assert_eq!(m.count(), 3, "a refused session holds no slot");
+        drop(a);
+        let _d = m.register("acme", "tech-1", "websocket").unwrap();
     }
 }

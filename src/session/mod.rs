@@ -1,12 +1,13 @@
-//! Realtime sessions: the wire protocol, the connection manager and the per-session task.
+//! Realtime sessions: the wire protocol and its dialects, the connection manager and the
+//! per-session task.
 
 pub mod connection;
+pub mod dialect;
 pub mod manager;
+pub mod openai;
 pub mod protocol;
 
 pub use manager::{SessionGuard, SessionManager};
-
-use protocol::ServerEvent;
 
 /// What a session's writer sends to the client.
 /// Events are serialized by the producer, so a queued item is a few words, not a whole
@@ -17,12 +18,8 @@ pub enum Outbound {
     Event(String),
     /// PCM16 answer audio of the turn tagged `seq`; dropped if that turn was cancelled.
     Audio { seq: u64, bytes: bytes::Bytes },
+    /// The same, as a JSON event (the OpenAI dialect's base64 audio delta).
+    AudioEvent { seq: u64, json: String },
     /// Close the socket with a WebSocket close code.
     Close { code: u16, reason: String },
-}
-
-impl Outbound {
-    pub fn event(event: &ServerEvent) -> Self {
-        Outbound::Event(event.to_json())
-    }
 }

@@ -1,6 +1,8 @@
 //! The realtime wire protocol: JSON control events both ways, binary frames for audio.
 //! Event names follow the OpenAI Realtime API where one exists.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -17,18 +19,245 @@ pub enum AudioFormat {
 pub const MIN_SAMPLE_RATE: u32 = 8_000;
 pub const MAX_SAMPLE_RATE: u32 = 48_000;
 
-/// Fields of `session.update`; every field is optional and only what is given changes.
+/// The `session` object of `session.update`, in fieldvox's flat shape
+/// (`input_sample_rate`), OpenAI's earlier one (`input_audio_format`, `turn_detection`) or
+/// its current one (`audio.input.format.rate`, `audio.input.turn_detection`); they may be
+/// mixed. Every field is optional and only what is given changes; fields not modelled
+/// here land in `other` and are reported back, never silently dropped.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SessionUpdate {
-    pub input_audio_format: Option<String>,
+    pub input_audio_format: Option<FormatSpec>,
     pub input_sample_rate: Option<u32>,
-    pub output_audio_format: Option<String>,
+    pub output_audio_format: Option<FormatSpec>,
     pub output_sample_rate: Option<u32>,
     /// Limit retrieval to one piece of equipment (e.g. "RTU-40"); `null` or "*" for all.
     pub equipment: Option<String>,
     /// Pipeline profile name (`pipelines/<name>.toml`).
     pub pipeline: Option<String>,
-    pub language: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub turn_detection: Option<Option<TurnDetectionSpec>>,
+    pub audio: Option<AudioSpec>,
+    /// Accepted as given: a session is always a realtime one, and its model is the pipeline.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub model: Option<String>,
+    pub output_modalities: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// `audio` of OpenAI's current session shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AudioSpec {
+    pub input: Option<AudioDirection>,
+    pub output: Option<AudioDirection>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AudioDirection {
+    pub format: Option<FormatSpec>,
+    #[serde(default, deserialize_with = "present")]
+    pub turn_detection: Option<Option<TurnDetectionSpec>>,
+    /// Accepted: fieldvox always transcribes the question with the pipeline's recogniser.
+    pub transcription: Option<Value>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// `"pcm16"`, or `{"type": "audio/pcm", "rate": 24000}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FormatSpec {
+    Name(String),
+    Spec {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        rate: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TurnDetectionSpec {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub create_response: Option<bool>,
+    pub interrupt_response: Option<bool>,
+    pub threshold: Option<f32>,
+    pub prefix_padding_ms: Option<u64>,
+    pub silence_duration_ms: Option<u64>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one not given (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Who decides that the user has finished a question.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnDetection {
+    /// The server's VAD ends utterances (and may interrupt an answer).
+    ServerVad(ServerVad),
+    /// Turn detection off: the client commits the audio buffer itself.
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "server_vad")]
+pub struct ServerVad {
+    /// Answer each committed utterance without waiting for `response.create`.
+    pub create_response: bool,
+    /// Speech over an answer cancels it (barge-in).
+    pub interrupt_response: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_padding_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_duration_ms: Option<u64>,
+}
+
+impl Default for ServerVad {
+    fn default() -> Self {
+        Self {
+            create_response: true,
+            interrupt_response: true,
+            threshold: None,
+            prefix_padding_ms: None,
+            silence_duration_ms: None,
+        }
+    }
+}
+
+/// What a `session.update` changes, whatever shape it came in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionChanges {
+    pub input_rate: Option<u32>,
+    pub output_rate: Option<u32>,
+    pub equipment: Option<String>,
+    pub pipeline: Option<String>,
+    pub turn_detection: Option<TurnDetection>,
+    /// Paths of given fields fieldvox does not understand (e.g. `audio.output.voice`).
+    pub ignored: Vec<String>,
+}
+
+/// A `session.update` that cannot be applied; nothing of it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn invalid(code: ErrorCode, message: String) -> UpdateError {
+    UpdateError { code, message }
+}
+
+fn rate_of(format: Option<&FormatSpec>) -> Result<Option<u32>, UpdateError> {
+    match format {
+        None => Ok(None),
+        Some(FormatSpec::Name(name)) if name == "pcm16" => Ok(None),
+        Some(FormatSpec::Spec { kind, rate }) if kind.as_deref().is_none_or(|k| k == "audio/pcm") => Ok(*rate),
+        Some(other) => {
+            let name = match other {
+                FormatSpec::Name(n) => n.clone(),
+                FormatSpec::Spec { kind, .. } => kind.clone().unwrap_or_default(),
+            };
+            Err(invalid(
+                ErrorCode::UnsupportedAudioFormat,
+                format!("audio format {name:?} is not supported; use \"pcm16\" or {{\"type\": \"audio/pcm\"}}"),
+            ))
+        }
+    }
+}
+
+fn checked_rate(rate: Option<u32>) -> Result<Option<u32>, UpdateError> {
+    match rate {
+        Some(r) if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&r) => Err(invalid(
+            ErrorCode::UnsupportedAudioFormat,
+            format!("sample rate {r} Hz is outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE}"),
+        )),
+        r => Ok(r),
+    }
+}
+
+fn turn_detection(spec: Option<TurnDetectionSpec>, ignored: &mut Vec<String>) -> Result<TurnDetection, UpdateError> {
+    let Some(spec) = spec else { return Ok(TurnDetection::Manual) };
+    if let Some(kind) = spec.kind.as_deref().filter(|k| *k != "server_vad") {
+        return Err(invalid(
+            ErrorCode::InvalidEvent,
+            format!("turn detection {kind:?} is not supported; use \"server_vad\" or null"),
+        ));
+    }
+    if spec.threshold.is_some_and(|t| !(0.05..=0.95).contains(&t)) {
+        return Err(invalid(ErrorCode::InvalidEvent, "turn_detection.threshold must be within 0.05..=0.95".into()));
+    }
+    if spec.silence_duration_ms.is_some_and(|ms| !(100..=5_000).contains(&ms)) {
+        return Err(invalid(
+            ErrorCode::InvalidEvent,
+            "turn_detection.silence_duration_ms must be within 100..=5000".into(),
+        ));
+    }
+    if spec.prefix_padding_ms.is_some_and(|ms| ms > 2_000) {
+        return Err(invalid(ErrorCode::InvalidEvent, "turn_detection.prefix_padding_ms must be at most 2000".into()));
+    }
+    ignored.extend(spec.other.keys().map(|k| format!("turn_detection.{k}")));
+    let defaults = ServerVad::default();
+    Ok(TurnDetection::ServerVad(ServerVad {
+        create_response: spec.create_response.unwrap_or(defaults.create_response),
+        interrupt_response: spec.interrupt_response.unwrap_or(defaults.interrupt_response),
+        threshold: spec.threshold,
+        prefix_padding_ms: spec.prefix_padding_ms,
+        silence_duration_ms: spec.silence_duration_ms,
+    }))
+}
+
+impl SessionUpdate {
+    /// The changes this update asks for, or why it cannot be applied.
+    pub fn changes(self) -> Result<SessionChanges, UpdateError> {
+        let mut ignored: Vec<String> = self.other.keys().cloned().collect();
+        let audio = self.audio.unwrap_or_default();
+        ignored.extend(audio.other.keys().map(|k| format!("audio.{k}")));
+        let input = audio.input.unwrap_or_default();
+        let output = audio.output.unwrap_or_default();
+        ignored.extend(input.other.keys().map(|k| format!("audio.input.{k}")));
+        ignored.extend(output.other.keys().map(|k| format!("audio.output.{k}")));
+        if output.turn_detection.is_some() {
+            ignored.push("audio.output.turn_detection".into());
+        }
+        if output.transcription.is_some() {
+            ignored.push("audio.output.transcription".into());
+        }
+        if self.output_modalities.as_ref().is_some_and(|m| !m.iter().any(|m| m == "audio")) {
+            ignored.push("output_modalities (answers always come as audio and text)".into());
+        }
+        let input_rate = checked_rate(
+            self.input_sample_rate.or(rate_of(input.format.as_ref())?).or(rate_of(self.input_audio_format.as_ref())?),
+        )?;
+        let output_rate = checked_rate(
+            self.output_sample_rate
+                .or(rate_of(output.format.as_ref())?)
+                .or(rate_of(self.output_audio_format.as_ref())?),
+        )?;
+        let turn_detection = match input.turn_detection.or(self.turn_detection) {
+            Some(spec) => Some(self::turn_detection(spec, &mut ignored)?),
+            None => None,
+        };
+        Ok(SessionChanges {
+            input_rate,
+            output_rate,
+            equipment: self.equipment,
+            pipeline: self.pipeline,
+            turn_detection,
+            ignored,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,13 +291,21 @@ impl Item {
 
 #[derive(Debug, Clone)]
 pub enum ClientEvent {
-    SessionUpdate(SessionUpdate),
-    AudioAppend { audio: String },
+    SessionUpdate(Box<SessionUpdate>),
+    AudioAppend {
+        audio: String,
+    },
     AudioCommit,
     AudioClear,
     ItemCreate(ItemCreate),
+    /// Answer what was committed or created (needed when turn detection is off or
+    /// `create_response` is false, and always in the OpenAI dialect for typed questions).
+    ResponseCreate,
     ResponseCancel,
-    ItemTruncate { item_id: String, audio_end_ms: u64 },
+    ItemTruncate {
+        item_id: String,
+        audio_end_ms: u64,
+    },
     Ping,
 }
 
@@ -125,11 +362,12 @@ impl ClientEvent {
             return Err(ParseError::InvalidEvent("missing string field \"type\"".into()));
         };
         Ok(match kind.as_str() {
-            "session.update" => ClientEvent::SessionUpdate(fields::<Update>(value)?.session),
+            "session.update" => ClientEvent::SessionUpdate(Box::new(fields::<Update>(value)?.session)),
             "input_audio_buffer.append" => ClientEvent::AudioAppend { audio: fields::<Append>(value)?.audio },
             "input_audio_buffer.commit" => ClientEvent::AudioCommit,
             "input_audio_buffer.clear" => ClientEvent::AudioClear,
             "conversation.item.create" => ClientEvent::ItemCreate(fields(value)?),
+            "response.create" => ClientEvent::ResponseCreate,
             "response.cancel" => ClientEvent::ResponseCancel,
             "conversation.item.truncate" => {
                 let t: Truncate = fields(value)?;
@@ -152,6 +390,8 @@ pub struct SessionInfo {
     pub output_sample_rate: u32,
     pub equipment: Option<String>,
     pub pipeline: String,
+    /// `null` when the client commits its own turns.
+    pub turn_detection: Option<ServerVad>,
     pub limits: SessionLimits,
 }
 
@@ -216,6 +456,9 @@ pub enum ServerEvent {
     SpeechStarted { audio_start_ms: u64 },
     #[serde(rename = "input_audio_buffer.speech_stopped")]
     SpeechStopped { audio_end_ms: u64 },
+    /// An utterance became the user item `item_id` (by the server's VAD or a commit).
+    #[serde(rename = "input_audio_buffer.committed")]
+    Committed { item_id: String },
     #[serde(rename = "input_audio_buffer.cleared")]
     AudioCleared,
     #[serde(rename = "conversation.item.input_audio_transcription.completed")]
@@ -272,6 +515,10 @@ mod tests {
         let ClientEvent::ItemCreate(c) = e else { panic!("wrong event") };
         assert_eq!(c.item.text(), "hi there");
         assert!(matches!(ClientEvent::parse(r#"{"type":"ping","event_id":"x"}"#), Ok(ClientEvent::Ping)));
+        assert!(matches!(
+            ClientEvent::parse(r#"{"type":"response.create","response":{}}"#),
+            Ok(ClientEvent::ResponseCreate)
+        ));
     }
 
     #[test]
@@ -284,6 +531,68 @@ mod tests {
             ClientEvent::parse(r#"{"type":"conversation.item.truncate","item_id":"a"}"#),
             Err(ParseError::InvalidEvent(_))
         ));
+    }
+
+    fn changes(session: &str) -> Result<SessionChanges, UpdateError> {
+        let event = format!(r#"{{"type":"session.update","session":{session}}}"#);
+        let Ok(ClientEvent::SessionUpdate(u)) = ClientEvent::parse(&event) else { panic!("not an update: {event}") };
+        u.changes()
+    }
+
+    #[test]
+    fn every_session_shape_sets_the_rates() {
+        let flat = changes(r#"{"input_audio_format":"pcm16","input_sample_rate":24000,"output_sample_rate":22050}"#);
+        assert_eq!(flat.map(|c| (c.input_rate, c.output_rate)), Ok((Some(24_000), Some(22_050))));
+        let current = changes(
+            r#"{"type":"realtime","audio":{"input":{"format":{"type":"audio/pcm","rate":24000}},
+                "output":{"format":{"type":"audio/pcm","rate":24000}}}}"#,
+        )
+        .expect("current shape");
+        assert_eq!((current.input_rate, current.output_rate), (Some(24_000), Some(24_000)));
+        assert!(current.ignored.is_empty(), "{:?}", current.ignored);
+        let e = changes(r#"{"audio":{"input":{"format":{"type":"audio/pcmu"}}}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedAudioFormat);
+        let e = changes(r#"{"audio":{"input":{"format":{"type":"audio/pcm","rate":96000}}}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedAudioFormat);
+    }
+
+    #[test]
+    fn turn_detection_null_is_manual_and_absent_is_no_change() {
+        let manual = changes(r#"{"audio":{"input":{"turn_detection":null}}}"#).expect("manual");
+        assert_eq!(manual.turn_detection, Some(TurnDetection::Manual));
+        let beta = changes(r#"{"turn_detection":null}"#).expect("beta shape");
+        assert_eq!(beta.turn_detection, Some(TurnDetection::Manual));
+        assert_eq!(changes(r#"{"equipment":"RTU-40"}"#).expect("none").turn_detection, None);
+        let vad = changes(
+            r#"{"audio":{"input":{"turn_detection":{"type":"server_vad","create_response":false,"silence_duration_ms":700}}}}"#,
+        )
+        .expect("server vad");
+        let Some(TurnDetection::ServerVad(v)) = vad.turn_detection else { panic!("{vad:?}") };
+        assert!(!v.create_response && v.interrupt_response);
+        assert_eq!(v.silence_duration_ms, Some(700));
+        let e = changes(r#"{"turn_detection":{"type":"semantic_vad"}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidEvent);
+        let e = changes(r#"{"turn_detection":{"type":"server_vad","silence_duration_ms":5}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidEvent);
+    }
+
+    #[test]
+    fn fields_not_understood_are_reported() {
+        let c = changes(
+            r#"{"instructions":"be brief","audio":{"output":{"voice":"alloy"},"input":{"noise_reduction":null}},
+                "output_modalities":["text"],"turn_detection":{"type":"server_vad","idle_timeout_ms":5}}"#,
+        )
+        .expect("applies the rest");
+        let ignored = c.ignored.join(" ");
+        for field in [
+            "instructions",
+            "audio.output.voice",
+            "audio.input.noise_reduction",
+            "output_modalities",
+            "idle_timeout_ms",
+        ] {
+            assert!(ignored.contains(field), "{field} not reported in {ignored}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::endpoint::{Endpoint, EndpointConfig, Endpointer};
 use super::vad::{SAMPLE_RATE, VadState, WINDOW};
-use crate::audio::pcm::{PcmError, decode_pcm16};
+use crate::audio::pcm::{PcmError, decode_pcm16, rms_dbfs};
 use crate::audio::resample::Resampler;
 
 pub struct VoiceInput {
@@ -52,6 +52,25 @@ impl VoiceInput {
         self.endpointer.check_partial(&self.pending)
     }
 
+    /// Turn detection off: the audio since the last commit is kept whole, up to
+    /// `max_utterance_ms`; past that the oldest is dropped (the end of a question
+    /// matters more than its start).
+    pub fn hold(&mut self) {
+        let max = (self.endpointer.config().max_utterance_ms * SAMPLE_RATE as u64 / 1000) as usize;
+        if self.pending.len() > max {
+            let excess = self.pending.len() - max;
+            self.pending.drain(..excess);
+        }
+    }
+
+    /// Takes the held audio for a commit; `None` if no window of it is above the energy
+    /// gate (nothing was said, and silence makes recognisers invent words).
+    pub fn take_held(&mut self) -> Option<Vec<f32>> {
+        let held = std::mem::take(&mut self.pending);
+        let gate = self.endpointer.config().energy_gate_dbfs;
+        held.chunks(WINDOW).any(|w| rms_dbfs(w) >= gate).then_some(held)
+    }
+
     pub fn clear(&mut self) {
         self.pending.clear();
         self.endpointer.clear();
@@ -72,5 +91,20 @@ mod tests {
         v.push_pcm16(&frame).unwrap();
         assert!(v.next_window().is_some());
         assert!(v.next_window().is_none());
+    }
+
+    #[test]
+    fn held_audio_keeps_the_newest_and_silence_is_no_question() {
+        let config = EndpointConfig { max_utterance_ms: 100, ..EndpointConfig::default() };
+        let mut v = VoiceInput::new(16_000, config);
+        v.push_pcm16(&[0u8; 3_200 * 2]).unwrap(); // 200 ms of digital silence
+        v.hold();
+        assert_eq!(v.pending.len(), 1_600, "held audio is capped at max_utterance_ms");
+        assert!(v.take_held().is_none(), "silence is not a question");
+        let loud: Vec<u8> = (0..1_600).flat_map(|i| if i % 2 == 0 { 8_000i16 } else { -8_000 }.to_le_bytes()).collect();
+        v.push_pcm16(&loud).unwrap();
+        v.hold();
+        assert_eq!(v.take_held().map(|h| h.len()), Some(1_600));
+        assert!(v.take_held().is_none(), "a commit empties the buffer");
     }
 }

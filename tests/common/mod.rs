@@ -40,6 +40,8 @@ pub fn test_config(dir: &Path) -> Config {
     config.pipelines.dir = repo().join("pipelines");
     config.server.max_frame_bytes = 64 * 1024;
     config.server.shutdown_grace_ms = 3_000;
+    // Every test talks as "tech-1", many at once.
+    config.server.max_sessions_per_user = 1_000;
     config
 }
 
@@ -62,35 +64,16 @@ pub fn harness() -> &'static Harness {
                 let config = test_config(&temp_dir("harness"));
                 let app =
                     tokio::task::spawn_blocking(move || App::build(config)).await.expect("join").expect("app builds");
-                let manual = app
-                    .kb
-                    .ingest(
-                        IngestRequest {
-                            tenant: TENANT_A.into(),
-                            equipment: "RTU-40".into(),
-                            title: Some(MANUAL_TITLE.into()),
-                            filename: "rtu40-service-manual.txt".into(),
-                            bytes: std::fs::read(repo().join("tests/fixtures/rtu40-service-manual.txt"))
-                                .expect("fixture"),
-                        },
-                        None,
-                    )
-                    .await
-                    .expect("ingest A");
-                app.kb
-                    .ingest(
-                        IngestRequest {
-                            tenant: TENANT_B.into(),
-                            equipment: "WF-12".into(),
-                            title: None,
-                            filename: "wf12-operator-guide.txt".into(),
-                            bytes: std::fs::read(repo().join("tests/fixtures/wf12-operator-guide.txt"))
-                                .expect("fixture"),
-                        },
-                        None,
-                    )
-                    .await
-                    .expect("ingest B");
+                let manual = ingest_rtu40(&app, TENANT_A).await;
+                let guide = std::fs::read(repo().join("tests/fixtures/wf12-operator-guide.txt")).expect("fixture");
+                let request = IngestRequest {
+                    tenant: TENANT_B.into(),
+                    equipment: "WF-12".into(),
+                    title: None,
+                    filename: "wf12-operator-guide.txt".into(),
+                    bytes: guide,
+                };
+                app.kb.ingest(request, None).await.expect("ingest B");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let addr = listener.local_addr().expect("addr");
                 let keys = TokenKeys::new(&app.config.auth.jwt_secret);
@@ -115,13 +98,7 @@ impl Harness {
 
     /// Opens a session with a bearer header and waits for `session.created`.
     pub async fn connect(&self, tenant: &str) -> Client {
-        let mut req = self.url().into_client_request().expect("request");
-        req.headers_mut().insert("authorization", format!("Bearer {}", self.token(tenant)).parse().expect("header"));
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
-        let mut client = Client { ws, audio: Vec::new() };
-        let created = client.next_event().await;
-        assert_eq!(created["type"], "session.created", "{created}");
-        client
+        open_session(self.addr, &self.token(tenant)).await
     }
 
     /// Tries to connect with an arbitrary request; returns the HTTP status and body on refusal.
@@ -217,14 +194,28 @@ pub fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
 
 /// Speaks `text` with espeak-ng into mono f32 at `rate`.
 pub fn speak(text: &str, rate: u32) -> Vec<f32> {
+    synthesize(rate, |wav| {
+        let mut c = std::process::Command::new("espeak-ng");
+        c.args(["-v", "en-us", "-s", "150", "-w"]).arg(wav).arg(text);
+        c
+    })
+}
+
+/// Speaks `text` with flite's `slt` voice (clearer to Whisper tiny than espeak-ng).
+pub fn speak_flite(text: &str, rate: u32) -> Vec<f32> {
+    synthesize(rate, |wav| {
+        let mut c = std::process::Command::new("flite");
+        c.args(["-voice", "slt", "-t", text, "-o"]).arg(wav);
+        c
+    })
+}
+
+/// Runs the synthesizer command made for a fresh WAV path and reads what it wrote.
+fn synthesize(rate: u32, command: impl FnOnce(&Path) -> std::process::Command) -> Vec<f32> {
     let path = std::env::temp_dir().join(format!("fieldvox-q-{}.wav", uuid::Uuid::new_v4()));
-    let status = std::process::Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&path)
-        .arg(text)
-        .status()
-        .expect("espeak-ng runs (scripts/setup.sh installs it)");
-    assert!(status.success());
+    let mut command = command(&path);
+    let status = command.status().expect("synthesizer runs (scripts/setup.sh installs it)");
+    assert!(status.success(), "{command:?} failed");
     let (samples, wav_rate) = fieldvox::audio::wav::read_mono(&path).expect("wav");
     let _ = std::fs::remove_file(&path);
     fieldvox::audio::resample::resample(&samples, wav_rate, rate)
@@ -234,4 +225,77 @@ pub fn pcm16_to_f32(bytes: &[u8]) -> Vec<f32> {
     let mut out = Vec::new();
     fieldvox::audio::pcm::decode_pcm16(bytes, &mut out).expect("even length");
     out
+}
+
+/// The directory scripts/setup.sh installs test clients into (the Python venv with the
+/// `openai` package, Node's `playwright-core`): `$FIELDVOX_CACHE`, else ~/.cache/fieldvox.
+pub fn client_tools() -> PathBuf {
+    std::env::var_os("FIELDVOX_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fieldvox")))
+        .expect("FIELDVOX_CACHE or HOME is set")
+}
+
+/// Runs a test client to completion and parses the one JSON line it prints.
+pub fn run_client(mut command: std::process::Command) -> Value {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?} runs (scripts/setup.sh installs it): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{command:?} failed: {}\nstdout: {stdout}\nstderr: {stderr}", output.status);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in {stdout}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {e}: {line}"))
+}
+
+/// A server of its own (not the shared harness), for tests that need other settings or
+/// stop it. No manuals are ingested.
+pub struct OwnServer {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn own_server(config: Config) -> OwnServer {
+    let app = tokio::task::spawn_blocking(move || App::build(config)).await.expect("join").expect("app builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(fieldvox::http::serve(app.clone(), listener, async move {
+        let _ = stop_rx.await;
+    }));
+    OwnServer { addr, app, stop, task }
+}
+
+impl OwnServer {
+    pub fn token(&self, tenant: &str) -> String {
+        self.app.keys.mint("tech-1", tenant, Role::Technician, 600)
+    }
+
+    /// Opens a session with a bearer header and waits for `session.created`.
+    pub async fn connect(&self, tenant: &str) -> Client {
+        open_session(self.addr, &self.token(tenant)).await
+    }
+}
+
+/// Opens a session at `addr` with a bearer header and waits for `session.created`.
+pub async fn open_session(addr: SocketAddr, token: &str) -> Client {
+    let mut req = format!("ws://{addr}/v1/realtime").into_client_request().expect("request");
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
+    let mut client = Client { ws, audio: Vec::new() };
+    let created = client.next_event().await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    client
+}
+
+/// Ingests the RTU-40 service manual (the torque is on page 3) for `tenant`.
+pub async fn ingest_rtu40(app: &App, tenant: &str) -> fieldvox::store::Manual {
+    let request = IngestRequest {
+        tenant: tenant.into(),
+        equipment: "RTU-40".into(),
+        title: Some(MANUAL_TITLE.into()),
+        filename: "rtu40-service-manual.txt".into(),
+        bytes: std::fs::read(repo().join("tests/fixtures/rtu40-service-manual.txt")).expect("fixture"),
+    };
+    app.kb.ingest(request, None).await.expect("ingest")
 }
