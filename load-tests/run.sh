@@ -33,8 +33,14 @@ export FIELDVOX__DATA__DIR="$data"
 # Thousands of simulated phones share a few loopback addresses: lift the per-address cap
 # on connections still in their handshake (it is tuned for real clients, one per address).
 export FIELDVOX__SERVER__MAX_UNAUTHENTICATED_PER_IP="${FIELDVOX__SERVER__MAX_UNAUTHENTICATED_PER_IP:-1000000}"
-"$bin/fieldvox" ingest tests/fixtures/rtu40-service-manual.txt --tenant acme --equipment RTU-40 --title "RTU-40 Service Manual" > /dev/null
-RUST_LOG="${RUST_LOG:-warn}" "$bin/fieldvox" serve --listen "127.0.0.1:$port" > "$data/server.log" 2>&1 &
+for tenant in acme globex; do  # globex: the other company of --scenario abandon
+  "$bin/fieldvox" ingest tests/fixtures/rtu40-service-manual.txt --tenant "$tenant" --equipment RTU-40 \
+    --title "RTU-40 Service Manual" > /dev/null
+done
+# --dev: fieldvox-load mints its tokens with the development secret unless
+# FIELDVOX__AUTH__JWT_SECRET is set (then both use that).
+dev=(); [ -z "${FIELDVOX__AUTH__JWT_SECRET:-}" ] && dev=(--dev)
+RUST_LOG="${RUST_LOG:-warn}" "$bin/fieldvox" serve "${dev[@]}" --listen "127.0.0.1:$port" > "$data/server.log" 2>&1 &
 server=$!
 pids+=($server)
 for _ in $(seq 1 120); do

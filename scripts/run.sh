@@ -19,4 +19,9 @@ for i in "${!args[@]}"; do
 done
 echo "technician token for tenant demo: $token"
 echo "talk page (open when the server says it is listening): http://$listen/#token=$token"
+if [ -z "${FIELDVOX__AUTH__JWT_SECRET:-}" ]; then
+  echo "development mode (--dev): the server accepts tokens signed with the built-in secret, which anyone"
+  echo "can mint. Set FIELDVOX__AUTH__JWT_SECRET (or auth.jwks) and drop --dev for anything else."
+  exec "$bin" serve --dev "$@"
+fi
 exec "$bin" serve "$@"

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # espeak-ng: phonemes for Piper and test speech; flite: a second voice for the answer-quality
-# benchmark; curl: load-tests/run.sh readiness probe; chromium: the talk page's browser test.
-packages=(curl espeak-ng flite chromium)
+# benchmark; curl: load-tests/run.sh readiness probe; chromium: the talk page's browser test;
+# openssl: signing keys for the identity-provider test.
+packages=(curl espeak-ng flite chromium openssl)
 command -v npm >/dev/null || packages+=(npm)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 missing=()

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::TokenKeys;
+use crate::auth::Authenticator;
 use crate::cache::Cache;
 use crate::cache::memory::MemoryCache;
 use crate::config::Config;
@@ -20,7 +20,7 @@ const CACHE_ENTRIES: usize = 100_000;
 
 pub struct App {
     pub config: Config,
-    pub keys: TokenKeys,
+    pub auth: Authenticator,
     pub metrics: Metrics,
     pub kb: KnowledgeBase,
     pub vad: VadService,
@@ -46,6 +46,8 @@ impl KnowledgeBase {
 impl App {
     /// Loads every model and opens every store; blocking, a few seconds.
     pub fn build(config: Config) -> anyhow::Result<Arc<Self>> {
+        // Before the models: a server that could not check tokens must not start at all.
+        let auth = Authenticator::from_config(&config.auth)?;
         let metrics = Metrics::new();
         let kb = KnowledgeBase::open_embedded(&config)?;
         let w = &config.workers;
@@ -53,7 +55,6 @@ impl App {
         let pipelines = Pipelines::load(&config)?;
         let server = &config.server;
         let sessions = SessionManager::new(server.max_sessions, server.max_sessions_per_user, metrics.clone());
-        let keys = TokenKeys::new(&config.auth.jwt_secret);
-        Ok(Arc::new(Self { config, keys, metrics, kb, vad, pipelines, sessions }))
+        Ok(Arc::new(Self { config, auth, metrics, kb, vad, pipelines, sessions }))
     }
 }

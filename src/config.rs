@@ -50,10 +50,48 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 secret for bearer tokens. The default is for development only.
-    pub jwt_secret: String,
+    /// HS256 secret for tokens fieldvox mints (`fieldvox token`) or your services sign.
+    pub jwt_secret: Option<String>,
+    /// Accept tokens signed with the built-in development secret (`serve --dev`).
+    pub allow_dev_secret: bool,
+    /// Tokens from the company's identity provider (RS256/ES256).
+    pub jwks: Option<JwksConfig>,
     /// Lifetime of tokens minted by `fieldvox token`.
     pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwksConfig {
+    /// Where the identity provider publishes its signing keys (a JWKS document).
+    pub url: String,
+    /// Required `iss` of its tokens.
+    pub issuer: String,
+    /// Required `aud` of its tokens (fieldvox's client or API id there).
+    pub audience: String,
+    /// Claim that holds the tenant id.
+    pub tenant_claim: String,
+    /// Claim that holds the role (`technician`, `admin`, `ops`), or a list of them.
+    pub role_claim: String,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            tenant_claim: "tenant".into(),
+            role_claim: "role".into(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The secret `fieldvox token` signs with: the configured one, else the development one.
+    pub fn signing_secret(&self) -> &str {
+        self.jwt_secret.as_deref().unwrap_or(crate::auth::DEV_SECRET)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,7 +163,7 @@ impl Default for ServerConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { jwt_secret: "fieldvox-dev-secret".into(), token_ttl_secs: 12 * 3600 }
+        Self { jwt_secret: None, allow_dev_secret: false, jwks: None, token_ttl_secs: 12 * 3600 }
     }
 }
 
@@ -169,7 +207,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if self.auth.jwt_secret.len() < 16 {
+        if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return invalid("auth.jwt_secret must be at least 16 bytes");
         }
         if self.server.max_frame_bytes < 4096 {

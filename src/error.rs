@@ -37,6 +37,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     NotFound,
     ModelUnavailable,
+    /// The identity provider's keys cannot be fetched.
+    IdentityUnavailable,
     Internal,
 }
 
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NotFound => "not_found",
             ErrorCode::ModelUnavailable => "model_unavailable",
+            ErrorCode::IdentityUnavailable => "identity_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -77,6 +80,7 @@ impl ErrorCode {
                 | ErrorCode::Draining
                 | ErrorCode::Overloaded
                 | ErrorCode::ModelUnavailable
+                | ErrorCode::IdentityUnavailable
                 | ErrorCode::Internal
         )
     }
@@ -105,6 +109,7 @@ impl AppError {
     pub fn code(&self) -> ErrorCode {
         match self {
             AppError::Auth(AuthError::Forbidden(_)) => ErrorCode::Forbidden,
+            AppError::Auth(AuthError::KeysUnavailable) => ErrorCode::IdentityUnavailable,
             AppError::Auth(_) => ErrorCode::Unauthorized,
             AppError::Rag(e) => e.code(),
             AppError::Model(ModelError::Input { .. }) => ErrorCode::InvalidEvent,
@@ -124,9 +129,11 @@ impl AppError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::SessionLimit | ErrorCode::Draining | ErrorCode::Overloaded | ErrorCode::ModelUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::SessionLimit
+            | ErrorCode::Draining
+            | ErrorCode::Overloaded
+            | ErrorCode::ModelUnavailable
+            | ErrorCode::IdentityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::UserSessionLimit => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InvalidJson

@@ -41,8 +41,12 @@ enum Command {
         /// Listen address, overriding `server.listen`.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Development only: accept tokens signed with the built-in secret, which anyone
+        /// can mint (what `fieldvox token` signs with when `auth.jwt_secret` is not set).
+        #[arg(long)]
+        dev: bool,
     },
-    /// Mint a development bearer token signed with `auth.jwt_secret`.
+    /// Mint a bearer token signed with `auth.jwt_secret` (or the development secret).
     Token {
         #[arg(long, value_parser = fieldvox::auth::parse_tenant)]
         tenant: String,
@@ -128,7 +132,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Token { tenant, user, role, ttl } => {
-            let keys = TokenKeys::new(&config.auth.jwt_secret);
+            let keys = TokenKeys::new(config.auth.signing_secret());
             println!("{}", keys.mint(&user, &tenant, role, ttl.unwrap_or(config.auth.token_ttl_secs)));
             Ok(())
         }
@@ -136,8 +140,9 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(ingest(config, file, tenant, equipment, title))
         }
         Command::Ask { text, wav, url, token, tenant, user, equipment, pipeline, out, json, timeout_secs } => {
-            let token = token
-                .unwrap_or_else(|| TokenKeys::new(&config.auth.jwt_secret).mint(&user, &tenant, Role::Technician, 600));
+            let token = token.unwrap_or_else(|| {
+                TokenKeys::new(config.auth.signing_secret()).mint(&user, &tenant, Role::Technician, 600)
+            });
             let options = AskOptions {
                 url,
                 token,
@@ -173,10 +178,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("wrote {} ({:.1} s)", out.display(), samples.len() as f64 / voice.sample_rate() as f64);
             Ok(())
         }
-        Command::Serve { listen } => {
+        Command::Serve { listen, dev } => {
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
+            config.auth.allow_dev_secret |= dev;
             runtime()?.block_on(serve(config))
         }
     }
@@ -241,7 +247,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = bind(config.server.listen).with_context(|| format!("cannot listen on {}", config.server.listen))?;
     tracing::info!(models = %config.models.dir.display(), data = %config.data.dir.display(), "loading models");
     let app = tokio::task::spawn_blocking(move || App::build(config)).await??;
-    fieldvox::http::serve(app, listener, shutdown_signal()).await?;
+    fieldvox::http::serve(app, listener, shutdown_signal()?).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -254,26 +260,23 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     socket.listen(4096)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed here, before the server
+/// says it is listening: a signal from then on drains instead of killing the process.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown requested");
-    // Give the drain a moment to start before a second signal could kill us.
-    tokio::time::sleep(Duration::from_millis(10)).await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    })
 }
 
 /// Thousands of sessions need thousands of descriptors: raise the soft limit to the hard

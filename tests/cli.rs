@@ -150,3 +150,44 @@ async fn ask_answers_typed_and_spoken_questions_and_saves_the_answer() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_server_refuses_the_built_in_secret_unless_started_for_development() {
+    let data = common::temp_dir("cli-serve");
+    for secret in [None, Some(fieldvox::auth::DEV_SECRET)] {
+        let mut cmd = fieldvox(&data);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        if let Some(secret) = secret {
+            cmd.env("FIELDVOX__AUTH__JWT_SECRET", secret);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {secret:?}");
+        assert!(stderr.contains("--dev") && stderr.contains("anyone"), "explains why and what to do: {stderr}");
+    }
+
+    // With --dev it serves (and says what that means), and stops cleanly on SIGTERM.
+    let mut child = fieldvox(&data)
+        .env("RUST_LOG", "info")
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut log = String::new();
+    let mut signalled = false;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("listening") && !signalled {
+            // SAFETY: signalling our own child process.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+            signalled = true;
+        }
+    }
+    assert!(signalled, "the server did not start: {log}");
+    assert!(log.contains("development secret"), "--dev is announced: {log}");
+    assert!(child.wait().unwrap().success(), "a clean exit on SIGTERM: {log}");
+    assert!(log.contains("stopped"), "{log}");
+}

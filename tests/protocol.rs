@@ -129,9 +129,10 @@ async fn ops_endpoints_answer() {
     let mut c = h.connect(TENANT_A).await;
     c.send_json(json!({"type": "dance"})).await;
     c.next_event().await;
+    let ops = h.keys.mint("ops-1", TENANT_A, Role::Ops, 600);
     let get = |path: &str| {
-        let url = format!("http://{}{path}", h.addr);
-        async move { reqwest::get(url).await.unwrap() }
+        let request = reqwest::Client::new().get(format!("http://{}{path}", h.addr)).bearer_auth(&ops);
+        async move { request.send().await.unwrap() }
     };
     assert_eq!(get("/healthz").await.text().await.unwrap(), "ok");
     let ready: serde_json::Value = get("/readyz").await.json().await.unwrap();

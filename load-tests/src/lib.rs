@@ -5,6 +5,7 @@
 //!
 //! Loopback only, bounded in sessions and time.
 
+pub mod abandon;
 pub mod eval;
 pub mod proc_stats;
 pub mod reference;
@@ -32,6 +33,9 @@ pub enum Scenario {
     Talk,
     /// Every session asks at the same instant, once.
     Burst,
+    /// Sessions ask and hang up at their first answer text; a probe of another tenant is
+    /// timed before and right after (see `abandon`).
+    Abandon,
 }
 
 #[derive(Parser, Debug)]
@@ -65,8 +69,11 @@ pub struct Args {
     pub pipeline: String,
     #[arg(long, default_value = "acme")]
     pub tenant: String,
+    /// `abandon`: the probe technician's tenant (another company with the same manual).
+    #[arg(long, default_value = "globex")]
+    pub probe_tenant: String,
     /// The server's `auth.jwt_secret`, to mint one token per simulated user.
-    #[arg(long, env = "FIELDVOX__AUTH__JWT_SECRET", default_value = "fieldvox-dev-secret")]
+    #[arg(long, env = "FIELDVOX__AUTH__JWT_SECRET", default_value = fieldvox::auth::DEV_SECRET)]
     pub secret: String,
     /// Loopback source addresses to spread connections over (127.0.0.1 + N-1 more);
     /// one address runs out of ports near 28k connections.
@@ -173,7 +180,7 @@ pub struct Speech {
     pub rate: u32,
 }
 
-fn load_question(args: &Args) -> anyhow::Result<Speech> {
+pub(crate) fn load_question(args: &Args) -> anyhow::Result<Speech> {
     // A file of this call's own: tests in one process synthesize questions at once.
     let synthesized;
     let path = match &args.wav {

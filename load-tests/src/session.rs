@@ -55,7 +55,7 @@ pub struct SessionOutcome {
     pub failed_turns: Vec<String>,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 const FRAME_MS: u64 = 20;
 const TURN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,6 +83,7 @@ pub async fn run(plan: Plan) -> SessionOutcome {
             }
             Ok(())
         }
+        Scenario::Abandon => Err("the abandon scenario runs its own sessions (abandon::run)".into()),
     };
     if let Err(e) = result {
         outcome.dropped = Some(e);
@@ -91,7 +92,7 @@ pub async fn run(plan: Plan) -> SessionOutcome {
     outcome
 }
 
-async fn connect(plan: &Plan) -> Result<Ws, String> {
+pub async fn connect(plan: &Plan) -> Result<Ws, String> {
     let mut req = plan.url.as_str().into_client_request().map_err(|e| e.to_string())?;
     let host = req.uri().host().unwrap_or("127.0.0.1").to_string();
     let port = req.uri().port_u16().unwrap_or(80);
@@ -178,9 +179,41 @@ async fn talk(ws: &mut Ws, plan: &Plan, outcome: &mut SessionOutcome) -> Result<
     }
 }
 
+/// Asks like `ask`, but hangs up at the first answer text; returns when it hung up.
+pub async fn ask_and_leave(mut ws: Ws, speech: &Speech) -> Result<Instant, String> {
+    let frame = (speech.rate as u64 * FRAME_MS / 1000) as usize;
+    let mut pcm = Vec::new();
+    fieldvox::audio::pcm::encode_pcm16(&speech.samples, &mut pcm);
+    let frames: Vec<Vec<u8>> = pcm.chunks(frame * 2).map(<[u8]>::to_vec).collect();
+    let silence = vec![0u8; frame * 2];
+    let mut ticker = tokio::time::interval(Duration::from_millis(FRAME_MS));
+    let mut sent = 0usize;
+    let started = Instant::now();
+    while started.elapsed() < TURN_TIMEOUT {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let data = frames.get(sent).unwrap_or(&silence).clone();
+                ws.send(Message::binary(data)).await.map_err(|e| format!("connection: {e}"))?;
+                sent += 1;
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) if t.contains("\"response.output_text.delta\"") => {
+                    // Gone without a goodbye, as a dropped phone call would be.
+                    drop(ws);
+                    return Ok(Instant::now());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("connection: {e}")),
+                None => return Err("connection: ended".into()),
+            },
+        }
+    }
+    Err("no answer text in time".into())
+}
+
 /// Streams the question in real time, then silence until the server ends the utterance;
 /// waits for `response.done`.
-async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
+pub async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
     let frame = (speech.rate as u64 * FRAME_MS / 1000) as usize;
     let mut pcm = Vec::new();
     fieldvox::audio::pcm::encode_pcm16(&speech.samples, &mut pcm);

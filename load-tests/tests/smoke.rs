@@ -50,6 +50,8 @@ fn server() -> SocketAddr {
                 config.data.dir = temp_dir("data");
                 config.pipelines.dir = pipelines;
                 config.pipelines.default = "load-reference".into();
+                // fieldvox-load mints with the development secret by default.
+                config.auth.allow_dev_secret = true;
                 let app = tokio::task::spawn_blocking(move || App::build(config)).await.expect("join").expect("app");
                 let manual =
                     std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/rtu40-service-manual.txt"))

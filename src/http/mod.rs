@@ -1,6 +1,7 @@
 //! HTTP surface: the talk page, health, readiness, metrics, and the realtime WebSocket
 //! endpoint.
 
+pub mod bearer;
 pub mod ops;
 pub mod realtime;
 pub mod server;

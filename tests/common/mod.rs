@@ -40,6 +40,7 @@ pub fn test_config(dir: &Path) -> Config {
     config.pipelines.dir = repo().join("pipelines");
     config.server.max_frame_bytes = 64 * 1024;
     config.server.shutdown_grace_ms = 3_000;
+    config.auth.jwt_secret = Some(format!("test-secret-{}", uuid::Uuid::new_v4().simple()));
     // Every test talks as "tech-1", many at once.
     config.server.max_sessions_per_user = 1_000;
     config
@@ -76,7 +77,7 @@ pub fn harness() -> &'static Harness {
                 app.kb.ingest(request, None).await.expect("ingest B");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let addr = listener.local_addr().expect("addr");
-                let keys = TokenKeys::new(&app.config.auth.jwt_secret);
+                let keys = TokenKeys::new(app.config.auth.signing_secret());
                 tx.send(Harness { addr, app: app.clone(), keys, manual_id: manual.id.to_string() }).expect("send");
                 fieldvox::http::serve(app, listener, std::future::pending()).await.expect("serve");
             });
@@ -268,7 +269,7 @@ pub async fn own_server(config: Config) -> OwnServer {
 
 impl OwnServer {
     pub fn token(&self, tenant: &str) -> String {
-        self.app.keys.mint("tech-1", tenant, Role::Technician, 600)
+        TokenKeys::new(self.app.config.auth.signing_secret()).mint("tech-1", tenant, Role::Technician, 600)
     }
 
     /// Opens a session with a bearer header and waits for `session.created`.

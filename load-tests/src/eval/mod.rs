@@ -277,6 +277,8 @@ async fn start_server(args: &EvalArgs, corpus: &Corpus, data: PathBuf) -> anyhow
     config.data.dir = data;
     config.server.shutdown_grace_ms = 1_000;
     config.pipelines.dir = args.pipelines.clone();
+    // A loopback server of its own: a secret nobody else knows.
+    config.auth.jwt_secret = Some(format!("eval-{}", uuid::Uuid::new_v4().simple()));
     let app = tokio::task::spawn_blocking(move || App::build(config)).await??;
     for m in &corpus.manuals {
         let req = IngestRequest {
@@ -290,7 +292,7 @@ async fn start_server(args: &EvalArgs, corpus: &Corpus, data: PathBuf) -> anyhow
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let keys = TokenKeys::new(&app.config.auth.jwt_secret);
+    let keys = TokenKeys::new(app.config.auth.signing_secret());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let shutdown = async move {
