@@ -124,6 +124,30 @@ async fn browser_style_tokens_are_accepted() {
 }
 
 #[tokio::test]
+async fn openai_browser_clients_get_the_openai_dialect() {
+    use futures_util::StreamExt;
+    let h = harness();
+    // OpenAI's browser convention: the key rides as a subprotocol next to "realtime".
+    let mut req = h.url().into_client_request().unwrap();
+    let protocols = format!("realtime, openai-insecure-api-key.{}", h.token(TENANT_A));
+    req.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("key subprotocol accepted");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "realtime");
+    let created: serde_json::Value =
+        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(created["type"], "session.created");
+    assert_eq!(created["session"]["type"], "realtime", "{created}");
+    assert_eq!(created["session"]["audio"]["output"]["format"]["rate"], 24000, "{created}");
+    assert!(created["event_id"].as_str().is_some(), "{created}");
+    // ?dialect=native wins over the model parameter OpenAI's SDKs send.
+    let url = format!("{}?model=field-assistant&dialect=native&token={}", h.url(), h.token(TENANT_A));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    let created: serde_json::Value =
+        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(created["session"]["output_sample_rate"], 16000, "{created}");
+}
+
+#[tokio::test]
 async fn ops_endpoints_answer() {
     let h = harness();
     let mut c = h.connect(TENANT_A).await;

@@ -1,7 +1,8 @@
 //! The ask-and-leave benchmark (`--scenario abandon`): what clients who hang up mid-answer
 //! leave behind for everyone else.
 //!
-//! A probe technician of another tenant (`--probe-tenant`) asks alone: the baseline.
+//! A probe technician of another tenant (`--probe-tenant`) asks alone (once to warm its
+//! caches, then timed): the baseline.
 //! Then `--sessions` technicians ask at once and hang up at their first answer text
 //! (twice): after the first round the server's inference pools are watched until they go
 //! quiet (how long the server stayed busy after the last client left); right after the
@@ -70,6 +71,9 @@ pub async fn run(args: Args) -> anyhow::Result<AbandonReport> {
     let metrics = Gauges::new(&args.url, keys.mint("load-ops", &args.tenant, Role::Ops, 3600))?;
 
     let mut probe = session::connect(&plan("probe".into(), &args.probe_tenant)).await.map_err(anyhow::Error::msg)?;
+    // The first ask warms the probe tenant's caches; the second is the baseline, so both
+    // timed asks meet the same caches.
+    session::ask(&mut probe, &speech).await.map_err(anyhow::Error::msg).context("probe warm-up")?;
     let baseline = session::ask(&mut probe, &speech).await.map_err(anyhow::Error::msg).context("probe alone")?;
 
     let before = metrics.jobs().await?;
