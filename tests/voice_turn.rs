@@ -117,3 +117,22 @@ async fn equipment_scope_limits_retrieval() {
     assert!(of_type(&events, "response.citations")[0]["citations"].as_array().unwrap().is_empty());
     assert_eq!(events.last().unwrap()["text"], "I could not find that in your manuals.");
 }
+
+#[tokio::test]
+async fn talking_over_an_answer_still_playing_stops_it() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    c.send_json(json!({"type": "session.update", "session": {"input_sample_rate": 16000}})).await;
+    c.next_event().await;
+    c.send_json(json!({"type": "conversation.item.create", "item": {"text": QUESTION}})).await;
+    let done = c.events_until("response.done").await.pop().expect("done");
+    assert_eq!(done["status"], "completed", "{done}");
+    // Several seconds of speech, sent faster than real time: the phone is still playing it.
+    let answer_secs = c.audio.len() as f64 / 2.0 / 16_000.0;
+    assert!(answer_secs > 4.0, "a long enough answer to talk over: {answer_secs:.1} s");
+
+    c.stream_audio(&speak("Wait, which gasket?", 16_000), 16_000).await;
+    let events = c.events_until("output_audio_buffer.clear").await;
+    let clear = events.last().expect("clear");
+    assert_eq!(clear["response_id"], done["response_id"], "the answer being played is stopped: {events:?}");
+}

@@ -37,6 +37,28 @@ pub enum Question {
     Text(String),
 }
 
+/// How much answer audio a turn has sent, and when the first frame went: the client
+/// plays it in real time from then, so the answer is still being heard until
+/// `playing_until` although the turn has long finished sending.
+#[derive(Debug, Default)]
+pub struct Playback {
+    first_audio: std::sync::OnceLock<Instant>,
+    audio_us: std::sync::atomic::AtomicU64,
+}
+
+impl Playback {
+    fn sent(&self, micros: u64) {
+        self.first_audio.get_or_init(Instant::now);
+        self.audio_us.fetch_add(micros, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// When the client will have played all audio sent so far; `None` before any.
+    pub fn playing_until(&self) -> Option<Instant> {
+        let micros = self.audio_us.load(std::sync::atomic::Ordering::Acquire);
+        self.first_audio.get().map(|t| *t + std::time::Duration::from_micros(micros))
+    }
+}
+
 /// A transcription running on its own task.
 pub type SttTask = tokio::task::JoinHandle<Result<String, StageError>>;
 
@@ -55,6 +77,7 @@ pub struct TurnContext {
     pub cancel: Cancel,
     /// Tags this turn's audio so the writer can drop it once cancelled.
     pub audio_seq: u64,
+    pub playback: Arc<Playback>,
     pub response_id: String,
 }
 
@@ -277,6 +300,7 @@ async fn answer(
             out: ctx.out.clone(),
             cancel: ctx.cancel.clone(),
             audio_seq: ctx.audio_seq,
+            playback: ctx.playback.clone(),
             output_rate: ctx.output_rate,
             response_id: response_id.to_string(),
         },
@@ -485,6 +509,7 @@ struct SpeakContext {
     out: Outbox,
     cancel: Cancel,
     audio_seq: u64,
+    playback: Arc<Playback>,
     output_rate: u32,
     response_id: String,
 }
@@ -518,6 +543,7 @@ async fn speak(
             if !ctx.out.audio(ctx.audio_seq, &ctx.response_id, frame).await {
                 return Ok(first_audio);
             }
+            ctx.playback.sent(frame.len() as u64 / 2 * 1_000_000 / ctx.output_rate as u64);
             first_audio.get_or_insert_with(Instant::now);
         }
     }

@@ -24,7 +24,7 @@ use crate::auth::Claims;
 use crate::error::ErrorCode;
 use crate::pipeline::Pipeline;
 use crate::pipeline::cancel::Cancel;
-use crate::pipeline::turn::{self, Question, SttTask, TurnContext, transcription_hint};
+use crate::pipeline::turn::{self, Playback, Question, SttTask, TurnContext, transcription_hint};
 use crate::voice::endpoint::{Endpoint, EndpointConfig};
 use crate::voice::input::VoiceInput;
 
@@ -40,10 +40,21 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
 }
 
+/// The latest turn: running, or finished sending while its answer may still be playing.
 struct ActiveTurn {
     cancel: Cancel,
     seq: u64,
     response_id: String,
+    playback: Arc<Playback>,
+    /// The turn task has ended (its `response.done` is sent).
+    finished: bool,
+}
+
+impl ActiveTurn {
+    /// Whether the client may still be playing this turn's answer.
+    fn audible(&self) -> bool {
+        !self.finished || self.playback.playing_until().is_some_and(|t| t > Instant::now())
+    }
 }
 
 struct Session {
@@ -144,10 +155,11 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
                 break None;
             }
             Some(seq) = turn_done_rx.recv() => {
-                if s.turn.as_ref().is_some_and(|t| t.seq == seq) {
-                    s.turn = None;
+                // Kept while its answer plays: talking over it must still stop it.
+                if let Some(turn) = s.turn.as_mut().filter(|t| t.seq == seq) {
+                    turn.finished = true;
                 }
-                if draining && s.turn.is_none() {
+                if draining && s.turn.as_ref().is_none_or(|t| t.finished) {
                     break Some((close::GOING_AWAY, "server is shutting down"));
                 }
             }
@@ -158,7 +170,7 @@ async fn serve(socket: WebSocket, app: Arc<App>, claims: Claims, guard: SessionG
                 draining = true;
                 let drain_ms = app.config.server.shutdown_grace_ms;
                 s.send(ServerEvent::GoingAway { reason: "server is shutting down".into(), drain_ms }).await;
-                if s.turn.is_none() {
+                if s.turn.as_ref().is_none_or(|t| t.finished) {
                     break Some((close::GOING_AWAY, "server is shutting down"));
                 }
             }
@@ -507,6 +519,7 @@ impl Session {
         self.next_seq += 1;
         self.audio_gate.store(seq, Ordering::Release);
         let cancel = Cancel::default();
+        let playback = Arc::new(Playback::default());
         let response_id = format!("resp_{}", uuid::Uuid::new_v4().simple());
         let ctx = TurnContext {
             tenant: self.claims.tenant.clone(),
@@ -519,6 +532,7 @@ impl Session {
             output_rate: self.output_rate,
             cancel: cancel.clone(),
             audio_seq: seq,
+            playback: playback.clone(),
             response_id: response_id.clone(),
         };
         let done = self.turn_done.clone();
@@ -526,15 +540,20 @@ impl Session {
             turn::run(ctx, question, ended_at).await;
             let _ = done.send(seq).await;
         });
-        self.turn = Some(ActiveTurn { cancel, seq, response_id });
+        self.turn = Some(ActiveTurn { cancel, seq, response_id, playback, finished: false });
     }
 
     /// Stops the active turn and tells the client to drop any answer audio it buffered.
+    /// A finished turn whose answer has been played out needs nothing; one still being
+    /// played gets the clear too, so stale audio never plays over a new question.
     async fn cancel_turn(&mut self) {
         let Some(turn) = self.turn.take() else { return };
+        if !turn.audible() {
+            return;
+        }
         turn.cancel.cancel();
         self.audio_gate.store(0, Ordering::Release);
-        tracing::info!(response_id = %turn.response_id, "turn cancelled");
+        tracing::info!(response_id = %turn.response_id, finished = turn.finished, "answer stopped");
         self.send(ServerEvent::OutputAudioClear { response_id: turn.response_id }).await;
     }
 }
