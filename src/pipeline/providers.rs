@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
+use crate::error::ErrorCode;
 use crate::llm::{AnswerRequest, LlmError, extractive, local, openai, prompt};
 use crate::models::ModelError;
 use crate::voice::stt::openai::OpenAiTranscriber;
@@ -29,6 +30,19 @@ pub enum StageError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Llm(#[from] LlmError),
+}
+
+impl StageError {
+    /// The stable code a client sees: a full queue is `overloaded` (retry shortly), not
+    /// a broken model.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StageError::Pool(PoolError::Overloaded(_)) | StageError::Llm(LlmError::Pool(PoolError::Overloaded(_))) => {
+                ErrorCode::Overloaded
+            }
+            _ => ErrorCode::ModelUnavailable,
+        }
+    }
 }
 
 impl SttProvider {
@@ -120,5 +134,18 @@ impl LlmProvider {
             }
             LlmProvider::OpenAi(client) => client.stream(prompt::messages(&req), req.max_tokens, tx, cancel).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_overloaded_not_a_broken_model() {
+        assert_eq!(StageError::Pool(PoolError::Overloaded("stt")).code(), ErrorCode::Overloaded);
+        assert_eq!(StageError::Llm(LlmError::Pool(PoolError::Overloaded("llm"))).code(), ErrorCode::Overloaded);
+        assert_eq!(StageError::Pool(PoolError::Stopped("stt")).code(), ErrorCode::ModelUnavailable);
+        assert_eq!(StageError::Llm(LlmError::Provider("503".into())).code(), ErrorCode::ModelUnavailable);
     }
 }

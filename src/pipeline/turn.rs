@@ -227,7 +227,7 @@ async fn transcript(
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "transcription failed");
-            fail(ctx, ErrorCode::ModelUnavailable, "speech recognition failed").await;
+            fail(ctx, e.code(), "speech recognition failed").await;
             return None;
         }
     };
@@ -378,8 +378,8 @@ async fn answer(
         Ok(Ok(None)) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "speech synthesis failed");
-            ctx.metrics.error(ErrorCode::ModelUnavailable.as_str());
-            ctx.send(ServerEvent::error(ErrorCode::ModelUnavailable, "speech synthesis failed")).await;
+            ctx.metrics.error(e.code().as_str());
+            ctx.send(ServerEvent::error(e.code(), "speech synthesis failed")).await;
             return (ResponseStatus::Failed, text, cited);
         }
         Err(e) => {
