@@ -8,7 +8,11 @@ use fieldvox::auth::{Role, TokenKeys};
 
 fn fieldvox(data: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fieldvox"));
-    cmd.env("FIELDVOX__DATA__DIR", data).env("RUST_LOG", "error");
+    // The tests set the secrets they mean; none may leak in from the environment.
+    cmd.env("FIELDVOX__DATA__DIR", data)
+        .env("RUST_LOG", "error")
+        .env_remove("FIELDVOX__AUTH__JWT_SECRET")
+        .env_remove("FIELDVOX__AUTH__ALLOW_DEV_SECRET");
     cmd
 }
 
@@ -174,6 +178,17 @@ fn the_server_refuses_the_built_in_secret_unless_started_for_development() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    // A server that never starts or never stops must fail the test, not hang it.
+    let pid = child.id() as i32;
+    let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog_exited = exited.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(180));
+        if !watchdog_exited.load(std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: signalling our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
     let mut log = String::new();
     let mut signalled = false;
     for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
@@ -188,6 +203,8 @@ fn the_server_refuses_the_built_in_secret_unless_started_for_development() {
     }
     assert!(signalled, "the server did not start: {log}");
     assert!(log.contains("development secret"), "--dev is announced: {log}");
-    assert!(child.wait().unwrap().success(), "a clean exit on SIGTERM: {log}");
+    let status = child.wait().unwrap();
+    exited.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(status.success(), "a clean exit on SIGTERM: {log}");
     assert!(log.contains("stopped"), "{log}");
 }

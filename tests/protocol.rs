@@ -188,7 +188,7 @@ async fn session_fields_not_understood_are_reported_and_the_rest_applies() {
 }
 
 #[tokio::test]
-async fn with_turn_detection_off_silence_is_no_question() {
+async fn with_turn_detection_off_the_client_commits_and_asks_for_the_answer() {
     let h = harness();
     let mut c = h.connect(TENANT_A).await;
     c.send_json(json!({"type": "session.update", "session": {"input_sample_rate": 16000, "turn_detection": null}}))
@@ -199,4 +199,22 @@ async fn with_turn_detection_off_silence_is_no_question() {
     c.send_json(json!({"type": "input_audio_buffer.commit"})).await;
     expect_error(&mut c, "empty_question").await;
     still_alive(&mut c).await;
+
+    // A question followed by a long silence: with server VAD this would end the utterance
+    // and start an answer; with turn detection off nothing happens until the commit, and
+    // the answer waits for response.create.
+    let mut speech = speak_flite("What torque for the compressor head bolts on the RTU-40?", 16_000);
+    speech.extend(vec![0.0; 16_000 * 3 / 2]);
+    c.stream_audio(&speech, 16_000).await;
+    c.send_json(json!({"type": "ping"})).await;
+    let before = c.events_until("pong").await;
+    assert_eq!(before.len(), 1, "no VAD events without turn detection: {before:?}");
+    c.send_json(json!({"type": "input_audio_buffer.commit"})).await;
+    assert_eq!(c.next_event().await["type"], "input_audio_buffer.committed");
+    c.send_json(json!({"type": "ping"})).await;
+    assert_eq!(c.next_event().await["type"], "pong", "no answer before response.create");
+    c.send_json(json!({"type": "response.create"})).await;
+    let events = c.events_until("response.done").await;
+    let done = events.last().expect("done");
+    assert!(done["text"].as_str().unwrap_or_default().contains("38"), "{events:?}");
 }

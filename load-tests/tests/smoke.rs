@@ -56,14 +56,17 @@ fn server() -> SocketAddr {
                 let manual =
                     std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/rtu40-service-manual.txt"))
                         .expect("fixture");
-                let req = IngestRequest {
-                    tenant: "acme".into(),
-                    equipment: "RTU-40".into(),
-                    title: Some("RTU-40 Service Manual".into()),
-                    filename: "rtu40.txt".into(),
-                    bytes: manual,
-                };
-                app.kb.ingest(req, None).await.expect("ingest");
+                // globex: the other company of the abandon scenario's probe.
+                for tenant in ["acme", "globex"] {
+                    let req = IngestRequest {
+                        tenant: tenant.into(),
+                        equipment: "RTU-40".into(),
+                        title: Some("RTU-40 Service Manual".into()),
+                        filename: "rtu40.txt".into(),
+                        bytes: manual.clone(),
+                    };
+                    app.kb.ingest(req, None).await.expect("ingest");
+                }
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 tx.send(listener.local_addr().expect("addr")).expect("send");
                 fieldvox::http::serve(app, listener, std::future::pending()).await.expect("serve");
@@ -102,4 +105,11 @@ async fn a_burst_is_answered_in_full() {
     let report = run(args(&["--scenario", "burst", "--sessions", "20"])).await.unwrap();
     assert_eq!(report.connected, 20, "{}", report.table());
     assert_eq!((report.turns_completed, report.turns_failed), (20, 0), "{}", report.table());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ask_and_leave_runs_to_its_report() {
+    // Every client asks, is answered, hangs up; the probe is answered before and after.
+    let report = fieldvox_load::abandon::run(args(&["--scenario", "abandon", "--sessions", "5"])).await.unwrap();
+    assert!(report.baseline_ms > 0.0 && report.after_ms > 0.0, "{}", report.table());
 }

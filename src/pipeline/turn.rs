@@ -30,9 +30,8 @@ use crate::workers::PoolError;
 const AUDIO_FRAME_MS: usize = 100;
 
 pub enum Question {
-    /// Mono 16 kHz speech from the endpointer.
-    Audio(Vec<f32>),
-    /// Speech whose transcription already started during the user's pause.
+    /// Speech being transcribed on a task of its own: started in the user's pause, or
+    /// when the utterance ended. A cancelled turn aborts it.
     Transcribing(SttTask),
     Text(String),
 }
@@ -101,14 +100,6 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
     let mut timings = Timings::default();
     let question = match question {
         Question::Text(text) => text,
-        Question::Audio(pcm) => {
-            let stt = ctx.pipeline.stt.clone();
-            let hint = transcription_hint(&ctx.kb, &ctx.tenant, &ctx.pipeline).await;
-            match transcript(&ctx, &mut timings, async move { stt.transcribe(pcm, hint).await }).await {
-                Some(t) => t,
-                None => return,
-            }
-        }
         Question::Transcribing(task) => {
             // A cancelled turn stops the transcription too, not just waiting for it.
             let abort = task.abort_handle();

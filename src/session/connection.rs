@@ -248,10 +248,7 @@ impl Session {
             output_sample_rate: self.output_rate,
             equipment: self.equipment.clone(),
             pipeline: self.pipeline.profile.name.clone(),
-            turn_detection: match &self.turn_detection {
-                TurnDetection::ServerVad(vad) => Some(vad.clone()),
-                TurnDetection::Manual => None,
-            },
+            turn_detection: self.turn_detection.server_vad().cloned(),
             limits: SessionLimits {
                 max_frame_bytes: self.app.config.server.max_frame_bytes,
                 max_utterance_ms: self.pipeline.profile.vad.max_utterance_ms,
@@ -372,7 +369,7 @@ impl Session {
     /// The profile's turn-taking thresholds with the client's server-VAD settings applied.
     fn endpoint_config(&self) -> EndpointConfig {
         let mut config = self.pipeline.profile.vad.clone();
-        if let TurnDetection::ServerVad(vad) = &self.turn_detection {
+        if let Some(vad) = self.turn_detection.server_vad() {
             if let Some(t) = vad.threshold {
                 config.threshold = t;
                 config.release_threshold = config.release_threshold.min(t);
@@ -412,7 +409,7 @@ impl Session {
                 None => {}
                 Some(Endpoint::SpeechStarted { audio_start_ms }) => {
                     // Barge-in: the user talks over an answer, so stop it and drop its audio.
-                    if matches!(&self.turn_detection, TurnDetection::ServerVad(v) if v.interrupt_response) {
+                    if self.turn_detection.server_vad().is_some_and(|v| v.interrupt_response) {
                         self.cancel_turn().await;
                     }
                     self.drop_speculation();
@@ -464,27 +461,24 @@ impl Session {
         }
         let item_id = new_item_id();
         self.send(ServerEvent::Committed { item_id: item_id.clone() }).await;
-        let question = match self.speculation.take() {
-            Some((len, task)) if len == utterance.len() => Question::Transcribing(task),
+        let transcription = match self.speculation.take() {
+            Some((len, task)) if len == utterance.len() => task,
             other => {
                 if let Some((_, task)) = other {
                     task.abort();
                 }
-                Question::Audio(utterance)
+                self.transcribe(utterance)
             }
         };
-        match &self.turn_detection {
-            TurnDetection::ServerVad(vad) if vad.create_response => self.start_turn(item_id, question).await,
+        let question = Question::Transcribing(transcription);
+        match self.turn_detection.server_vad() {
+            Some(vad) if vad.create_response => self.start_turn(item_id, question).await,
             _ => self.await_response(item_id, question),
         }
     }
 
-    /// Holds a question for `response.create`; speech starts transcribing meanwhile.
+    /// Holds a question for `response.create` (speech keeps transcribing meanwhile).
     fn await_response(&mut self, item_id: String, question: Question) {
-        let question = match question {
-            Question::Audio(utterance) => Question::Transcribing(self.transcribe(utterance)),
-            other => other,
-        };
         if let Some((_, Question::Transcribing(old))) = self.awaiting_response.replace((item_id, question)) {
             old.abort();
         }

@@ -109,6 +109,16 @@ pub enum TurnDetection {
     Manual,
 }
 
+impl TurnDetection {
+    /// The server-VAD settings, unless turn detection is off.
+    pub fn server_vad(&self) -> Option<&ServerVad> {
+        match self {
+            TurnDetection::ServerVad(vad) => Some(vad),
+            TurnDetection::Manual => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename = "server_vad")]
 pub struct ServerVad {

@@ -19,6 +19,8 @@ import wave
 from openai import AsyncOpenAI
 
 CHUNK_MS = 100
+# A missing response.done fails the test instead of hanging it.
+ANSWER_TIMEOUT_S = 120
 
 
 async def answer(conn) -> dict:
@@ -71,13 +73,13 @@ async def main() -> None:
                 await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + step]).decode())
             await conn.input_audio_buffer.commit()
             await conn.response.create()
-            out["spoken"] = await answer(conn)
+            out["spoken"] = await asyncio.wait_for(answer(conn), ANSWER_TIMEOUT_S)
         if args.ask:
             await conn.conversation.item.create(item={
                 "type": "message", "role": "user", "content": [{"type": "input_text", "text": args.ask}],
             })
             await conn.response.create()
-            out["typed"] = await answer(conn)
+            out["typed"] = await asyncio.wait_for(answer(conn), ANSWER_TIMEOUT_S)
     print(json.dumps(out))
 
 
