@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (packages, models) and runs every test: unit tests, the end-to-end tests against
-# a real server with the real models, the load-test smoke runs and the answer-quality floor.
+# a real server with the real models, the load-test smoke runs and the answer-quality floor,
+# then each fuzz target for 20 seconds (scripts/fuzz.sh).
 #
 #   scripts/test.sh                 run the suite once
 #   scripts/test.sh --repeat 3      run it three times in a row, stopping at the first failure
@@ -25,3 +26,7 @@ for i in $(seq 1 "$repeat"); do
   [ "$repeat" -gt 1 ] && echo "test run $i of $repeat"
   cargo test --workspace "$@"
 done
+# A filtered run (extra cargo arguments) skips fuzzing.
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh --seconds 20
+fi

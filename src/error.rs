@@ -6,85 +6,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+pub use fieldvox_formats::code::ErrorCode;
+
 use crate::auth::AuthError;
 use crate::models::ModelError;
 use crate::rag::RagError;
 use crate::workers::PoolError;
-
-/// Machine-readable error codes. Their strings are part of the protocol: never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidJson,
-    UnknownEvent,
-    InvalidEvent,
-    UnsupportedAudioFormat,
-    /// Not fatal: the rest of the event was applied.
-    UnsupportedField,
-    AudioFormatNotSet,
-    InvalidAudio,
-    UnknownPipeline,
-    EmptyQuestion,
-    FrameTooLarge,
-    SessionLimit,
-    UserSessionLimit,
-    Draining,
-    Overloaded,
-    Unauthorized,
-    Forbidden,
-    InvalidDocument,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    NotFound,
-    ModelUnavailable,
-    /// The identity provider's keys cannot be fetched.
-    IdentityUnavailable,
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::UnknownEvent => "unknown_event",
-            ErrorCode::InvalidEvent => "invalid_event",
-            ErrorCode::UnsupportedAudioFormat => "unsupported_audio_format",
-            ErrorCode::UnsupportedField => "unsupported_field",
-            ErrorCode::AudioFormatNotSet => "audio_format_not_set",
-            ErrorCode::InvalidAudio => "invalid_audio",
-            ErrorCode::UnknownPipeline => "unknown_pipeline",
-            ErrorCode::EmptyQuestion => "empty_question",
-            ErrorCode::FrameTooLarge => "frame_too_large",
-            ErrorCode::SessionLimit => "session_limit",
-            ErrorCode::UserSessionLimit => "user_session_limit",
-            ErrorCode::Draining => "draining",
-            ErrorCode::Overloaded => "overloaded",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::InvalidDocument => "invalid_document",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::ModelUnavailable => "model_unavailable",
-            ErrorCode::IdentityUnavailable => "identity_unavailable",
-            ErrorCode::Internal => "internal",
-        }
-    }
-
-    /// Whether the same request may succeed if retried later.
-    pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::SessionLimit
-                | ErrorCode::UserSessionLimit
-                | ErrorCode::Draining
-                | ErrorCode::Overloaded
-                | ErrorCode::ModelUnavailable
-                | ErrorCode::IdentityUnavailable
-                | ErrorCode::Internal
-        )
-    }
-}
 
 /// Errors that reach the HTTP layer or the end of a turn.
 #[derive(Debug, thiserror::Error)]

@@ -52,7 +52,8 @@ enum Command {
         tenant: String,
         #[arg(long)]
         user: String,
-        #[arg(long, value_enum, default_value_t = Role::Technician)]
+        /// technician, admin or ops.
+        #[arg(long, default_value = "technician")]
         role: Role,
         /// Lifetime in seconds (default: `auth.token_ttl_secs`).
         #[arg(long)]

@@ -1,14 +1,13 @@
 //! The ask-and-leave benchmark (`--scenario abandon`): what clients who hang up mid-answer
 //! leave behind for everyone else.
 //!
-//! A probe technician of another tenant (`--probe-tenant`) asks alone (once to warm its
-//! caches, then timed): the baseline.
-//! Then `--sessions` technicians ask at once and hang up at their first answer text
-//! (twice): after the first round the server's inference pools are watched until they go
-//! quiet (how long the server stayed busy after the last client left); right after the
-//! second round the probe asks again. Both probe answers are timed the same way (last
-//! speech frame sent → first answer audio received), so the ratio compares like with like
-//! on whatever machine runs it.
+//! A probe technician of another tenant (`--probe-tenant`) asks once to warm its caches.
+//! Then `--sessions` technicians ask at once and hang up at their first answer text, and
+//! the server's inference pools are watched until they go quiet (how long the server
+//! stayed busy after the last client left). Then, `--rounds` times: the probe asks alone,
+//! the technicians ask and leave again, and the probe asks right after. Every probe answer
+//! is timed the same way (last speech frame sent → first answer audio received), and the
+//! medians are compared, so the ratio compares like with like on whatever machine runs it.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use fieldvox::auth::{Role, TokenKeys};
 
-use crate::session::{self, Plan, Ws};
+use crate::session::{self, Plan, Turn, Ws};
 use crate::{Args, Scenario, Speech};
 
 /// The pools count as quiet once their job counters stay unchanged this long.
@@ -25,6 +24,10 @@ const QUIET: Duration = Duration::from_secs(1);
 
 pub struct AbandonReport {
     pub sessions: usize,
+    /// The probe's answers alone and right after the leavers, in round order.
+    pub alone: Vec<Turn>,
+    pub after: Vec<Turn>,
+    /// Medians of `alone` and `after` (client-side voice-to-voice).
     pub baseline_ms: f64,
     pub after_ms: f64,
     /// Last client gone → inference pools quiet (the quiet window itself excluded).
@@ -35,17 +38,36 @@ pub struct AbandonReport {
 }
 
 impl AbandonReport {
+    pub fn ratio(&self) -> f64 {
+        self.after_ms / self.baseline_ms.max(1.0)
+    }
+
     pub fn table(&self) -> String {
+        let stage = |turns: &[Turn], pick: fn(&Turn) -> Option<f64>| median(turns.iter().filter_map(pick));
+        let row = |name: &str, turns: &[Turn]| {
+            format!(
+                "{name:<28} {:>8.0} ms   stt {:>5.0}  tts first audio {:>5.0}   ({})\n",
+                stage(turns, |t| Some(t.client_v2v_ms)),
+                stage(turns, |t| t.server.stt_ms),
+                stage(turns, |t| t.server.tts_first_audio_ms),
+                turns
+                    .iter()
+                    .map(|t| format!("{:.0}/stt {:.0}", t.client_v2v_ms, t.server.stt_ms.unwrap_or(f64::NAN)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        };
         format!(
-            "ask-and-leave: {} clients hang up at their first answer text\n\
-             probe (another tenant) alone:              {:>8.0} ms\n\
-             probe right after they left:               {:>8.0} ms  ({:.2}x)\n\
-             server busy after the last one left:       {:>8.0} ms\n\
-             their inference jobs: {} ran, {} dropped unrun",
+            "ask-and-leave: {} clients hang up at their first answer text; probe medians of {} rounds\n\
+             {}{}\
+             ratio (median after / median alone): {:.2}x\n\
+             server busy after the last one left: {:.0} ms\n\
+             their inference jobs (first round): {} ran, {} dropped unrun",
             self.sessions,
-            self.baseline_ms,
-            self.after_ms,
-            self.after_ms / self.baseline_ms.max(1.0),
+            self.alone.len(),
+            row("probe (another tenant) alone", &self.alone),
+            row("probe right after they left", &self.after),
+            self.ratio(),
             self.busy_after_ms,
             self.jobs_ran,
             self.jobs_abandoned
@@ -71,26 +93,44 @@ pub async fn run(args: Args) -> anyhow::Result<AbandonReport> {
     let metrics = Gauges::new(&args.url, keys.mint("load-ops", &args.tenant, Role::Ops, 3600))?;
 
     let mut probe = session::connect(&plan("probe".into(), &args.probe_tenant)).await.map_err(anyhow::Error::msg)?;
-    // The first ask warms the probe tenant's caches; the second is the baseline, so both
-    // timed asks meet the same caches.
-    session::ask(&mut probe, &speech).await.map_err(anyhow::Error::msg).context("probe warm-up")?;
-    let baseline = session::ask(&mut probe, &speech).await.map_err(anyhow::Error::msg).context("probe alone")?;
+    let mut ask = async |what: &str| {
+        session::ask(&mut probe, &speech).await.map_err(anyhow::Error::msg).context(what.to_string())
+    };
+    // Warms the probe tenant's caches, so every timed ask meets the same caches.
+    ask("probe warm-up").await?;
 
     let before = metrics.jobs().await?;
     let left = leave_all(&args, &speech, &plan).await?;
     let busy_after = metrics.quiet_after(left).await?;
     let after_round = metrics.jobs().await?;
 
-    leave_all(&args, &speech, &plan).await?;
-    let after = session::ask(&mut probe, &speech).await.map_err(anyhow::Error::msg).context("probe after")?;
+    let (mut alone, mut after) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds.max(1) {
+        alone.push(ask("probe alone").await?);
+        leave_all(&args, &speech, &plan).await?;
+        after.push(ask("probe after").await?);
+    }
     Ok(AbandonReport {
         sessions: args.sessions,
-        baseline_ms: baseline.client_v2v_ms,
-        after_ms: after.client_v2v_ms,
+        baseline_ms: median(alone.iter().map(|t| t.client_v2v_ms)),
+        after_ms: median(after.iter().map(|t| t.client_v2v_ms)),
+        alone,
+        after,
         busy_after_ms: busy_after.as_secs_f64() * 1000.0,
         jobs_ran: after_round.ran - before.ran,
         jobs_abandoned: after_round.abandoned - before.abandoned,
     })
+}
+
+/// The median of some values (0 when there are none).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Connects `--sessions` technicians, has them all ask, and returns when the last of them

@@ -72,6 +72,10 @@ pub struct Args {
     /// `abandon`: the probe technician's tenant (another company with the same manual).
     #[arg(long, default_value = "globex")]
     pub probe_tenant: String,
+    /// `abandon`: probe answers timed each way (alone, right after the leavers); the
+    /// report compares their medians.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// The server's `auth.jwt_secret`, to mint one token per simulated user.
     #[arg(long, env = "FIELDVOX__AUTH__JWT_SECRET", default_value = fieldvox::auth::DEV_SECRET)]
     pub secret: String,

@@ -59,6 +59,10 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 const FRAME_MS: u64 = 20;
 const TURN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client of `--scenario abandon` waits for its answer to start: dozens of
+/// questions at once queue for the one transcription worker, so more than one turn's
+/// timeout; a server that never answers still fails the run.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub async fn run(plan: Plan) -> SessionOutcome {
     let mut outcome = SessionOutcome::default();
@@ -189,7 +193,7 @@ pub async fn ask_and_leave(mut ws: Ws, speech: &Speech) -> Result<Instant, Strin
     let mut ticker = tokio::time::interval(Duration::from_millis(FRAME_MS));
     let mut sent = 0usize;
     let started = Instant::now();
-    while started.elapsed() < TURN_TIMEOUT {
+    while started.elapsed() < LEAVE_TIMEOUT {
         tokio::select! {
             _ = ticker.tick() => {
                 let data = frames.get(sent).unwrap_or(&silence).clone();

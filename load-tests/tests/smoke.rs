@@ -110,6 +110,10 @@ async fn a_burst_is_answered_in_full() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ask_and_leave_runs_to_its_report() {
     // Every client asks, is answered, hangs up; the probe is answered before and after.
-    let report = fieldvox_load::abandon::run(args(&["--scenario", "abandon", "--sessions", "5"])).await.unwrap();
-    assert!(report.baseline_ms > 0.0 && report.after_ms > 0.0, "{}", report.table());
+    let report = fieldvox_load::abandon::run(args(&["--scenario", "abandon", "--sessions", "5", "--rounds", "2"]))
+        .await
+        .unwrap();
+    assert_eq!((report.alone.len(), report.after.len()), (2, 2), "{}", report.table());
+    assert!(report.alone.iter().chain(&report.after).all(|t| t.client_v2v_ms > 0.0), "{}", report.table());
+    assert!(report.jobs_ran > 0, "{}", report.table());
 }

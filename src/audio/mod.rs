@@ -1,5 +1,4 @@
 //! Audio plumbing: PCM16 conversion, sample-rate conversion, WAV files.
 
-pub mod pcm;
-pub mod resample;
+pub use fieldvox_formats::{pcm, resample};
 pub mod wav;

@@ -11,7 +11,6 @@
 
 mod chatml;
 mod dense;
-mod gguf_tokenizer;
 mod grounded;
 mod text_stream;
 
@@ -24,9 +23,10 @@ use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 
 pub use grounded::{DEFAULT_SYSTEM_PROMPT, grounded_user_message};
 
+use fieldvox_formats::gguf_tokenizer::GgufTokenizer;
+
 use crate::llm::ChatMessage;
 use crate::models::ModelError;
-use gguf_tokenizer::GgufTokenizer;
 use text_stream::TextStream;
 
 const MODEL: &str = "smollm2";

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::chunk::chunk_pages;
 use super::embed::INGEST_BATCH;
-use super::extract::{DocumentKind, extract};
+use super::extract::{DocumentError, DocumentKind, extract};
 use super::{KnowledgeBase, RagError};
 use crate::auth::now_secs;
 use crate::store::{Chunk, Manual};
@@ -38,7 +38,7 @@ impl KnowledgeBase {
         let bytes = req.bytes;
         let pages = tokio::task::spawn_blocking(move || extract(kind, &bytes))
             .await
-            .map_err(|e| RagError::InvalidDocument(format!("extraction stopped: {e}")))??;
+            .map_err(|e| DocumentError::Invalid(format!("extraction stopped: {e}")))??;
         let drafts = chunk_pages(&pages, CHUNK_CHARS);
         let manual_id = Uuid::new_v4();
         let title = req.title.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| {

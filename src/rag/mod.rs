@@ -4,11 +4,13 @@
 pub mod chunk;
 pub mod embed;
 pub mod evidence;
-pub mod extract;
 pub mod ingest;
 pub mod retrieve;
 pub mod terms;
 pub mod vocabulary;
+
+pub use fieldvox_formats::document as extract;
+use fieldvox_formats::document::DocumentError;
 
 use crate::error::ErrorCode;
 use crate::models::ModelError;
@@ -18,12 +20,8 @@ use crate::workers::PoolError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RagError {
-    #[error("unsupported document type {0:?}: send PDF, plain text or Markdown")]
-    UnsupportedType(String),
-    #[error("document could not be read: {0}")]
-    InvalidDocument(String),
-    #[error("document has no extractable text")]
-    EmptyDocument,
+    #[error(transparent)]
+    Document(#[from] DocumentError),
     #[error("document is {size} bytes; the limit is {limit}")]
     TooLarge { size: usize, limit: usize },
     #[error(transparent)]
@@ -39,8 +37,8 @@ pub enum RagError {
 impl RagError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            RagError::UnsupportedType(_) => ErrorCode::UnsupportedMediaType,
-            RagError::InvalidDocument(_) | RagError::EmptyDocument => ErrorCode::InvalidDocument,
+            RagError::Document(DocumentError::UnsupportedType(_)) => ErrorCode::UnsupportedMediaType,
+            RagError::Document(_) => ErrorCode::InvalidDocument,
             RagError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             RagError::Store(_) | RagError::Vector(_) => ErrorCode::Internal,
             RagError::Model(_) => ErrorCode::ModelUnavailable,

@@ -487,7 +487,8 @@ impl Session {
     /// Silero's probability, or 0 without asking it when the window is below the energy gate.
     async fn speech_probability(&mut self, window: [f32; crate::voice::vad::WINDOW]) -> f32 {
         let Some(voice) = self.voice.as_mut() else { return 0.0 };
-        if rms_dbfs(&window) < voice.endpointer.config().energy_gate_dbfs {
+        // Quieter than the session's noise gate: silence, without a model call.
+        if rms_dbfs(&window) < voice.endpointer.gate_dbfs() {
             return 0.0;
         }
         // The state travels to the VAD thread and back; on failure the stream restarts fresh.

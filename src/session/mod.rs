@@ -5,7 +5,7 @@ pub mod connection;
 pub mod dialect;
 pub mod manager;
 pub mod openai;
-pub mod protocol;
+pub use fieldvox_formats::protocol;
 
 pub use manager::{SessionGuard, SessionManager};
 

@@ -7,6 +7,10 @@
 //! counts, and the partial window that has arrived so far is checked on every frame. So
 //! the utterance ends as soon as the configured silence has really passed, not up to two
 //! VAD windows later.
+//!
+//! "Quiet" is relative to the session's own noise floor ([`Endpointer::gate_dbfs`]): next
+//! to a running compressor, its steady hum is silence too — it neither reaches the model
+//! nor holds a turn open.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +21,8 @@ use crate::audio::pcm::rms_dbfs;
 const TAIL_MS: u64 = 200;
 /// Granularity of the energy check on window tails: 5 ms.
 const QUIET_BLOCK: usize = SAMPLE_RATE as usize / 200;
+/// The noise floor is the quietest window of the last ≈ 1.5 s outside speech.
+const NOISE_WINDOWS: usize = 47;
 
 /// Thresholds from the pipeline profile's `[vad]` table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,8 +32,14 @@ pub struct EndpointConfig {
     pub threshold: f32,
     /// Probability below which a window counts as silence once speaking (hysteresis).
     pub release_threshold: f32,
-    /// Windows quieter than this (dBFS) are silence without asking the model.
+    /// Windows quieter than the gate are silence without asking the model. The gate sits
+    /// `noise_margin_db` above the session's noise floor, but never below this (dBFS;
+    /// quiet rooms) ...
     pub energy_gate_dbfs: f32,
+    /// ... nor above this, so loud noise never gates speech out.
+    pub max_gate_dbfs: f32,
+    /// How far above the noise floor the gate sits.
+    pub noise_margin_db: f32,
     /// Speech must last this long before `speech_started` (ignores clicks and coughs).
     pub min_speech_ms: u64,
     /// Silence this long after speech ends the utterance.
@@ -48,6 +60,8 @@ impl Default for EndpointConfig {
             threshold: 0.5,
             release_threshold: 0.35,
             energy_gate_dbfs: -50.0,
+            max_gate_dbfs: -30.0,
+            noise_margin_db: 10.0,
             min_speech_ms: 160,
             end_of_speech_ms: 480,
             pre_roll_ms: 256,
@@ -74,9 +88,37 @@ pub enum Endpoint {
     },
 }
 
+/// Levels (dBFS) of the recent windows heard outside speech; steady noise is their minimum.
+#[derive(Debug)]
+struct NoiseFloor {
+    levels: [f32; NOISE_WINDOWS],
+    next: usize,
+    filled: usize,
+}
+
+impl NoiseFloor {
+    fn new() -> Self {
+        Self { levels: [0.0; NOISE_WINDOWS], next: 0, filled: 0 }
+    }
+
+    fn observe(&mut self, level_dbfs: f32) {
+        self.levels[self.next] = level_dbfs;
+        self.next = (self.next + 1) % NOISE_WINDOWS;
+        self.filled = (self.filled + 1).min(NOISE_WINDOWS);
+    }
+
+    /// Until the ring has wrapped, its first `filled` slots are the ones written.
+    fn floor(&self) -> Option<f32> {
+        self.levels[..self.filled].iter().copied().reduce(f32::min)
+    }
+}
+
 #[derive(Debug)]
 pub struct Endpointer {
     config: EndpointConfig,
+    noise: NoiseFloor,
+    /// The current energy gate (dBFS), from `noise` and the config.
+    gate_dbfs: f32,
     /// Milliseconds of audio seen so far in this stream.
     elapsed_ms: u64,
     speaking: bool,
@@ -93,7 +135,9 @@ pub struct Endpointer {
 impl Endpointer {
     pub fn new(config: EndpointConfig) -> Self {
         Self {
+            gate_dbfs: config.energy_gate_dbfs,
             config,
+            noise: NoiseFloor::new(),
             elapsed_ms: 0,
             speaking: false,
             recent: Vec::new(),
@@ -112,11 +156,22 @@ impl Endpointer {
         self.speaking
     }
 
+    /// Windows quieter than this (dBFS) are silence: the caller need not ask the model.
+    pub fn gate_dbfs(&self) -> f32 {
+        self.gate_dbfs
+    }
+
     /// Feeds one 32 ms window and its speech probability.
     pub fn push(&mut self, window: &[f32], prob: f32) -> Option<Endpoint> {
         self.elapsed_ms += WINDOW_MS;
         if self.speaking {
             return self.push_speaking(window, prob);
+        }
+        // Only audio outside speech tells the noise floor (a long answer must not raise it).
+        self.noise.observe(rms_dbfs(window));
+        if let Some(floor) = self.noise.floor() {
+            let c = &self.config;
+            self.gate_dbfs = (floor + c.noise_margin_db).min(c.max_gate_dbfs).max(c.energy_gate_dbfs);
         }
         self.recent.extend_from_slice(window);
         if prob >= self.config.threshold {
@@ -145,7 +200,7 @@ impl Endpointer {
             self.silence + window.len()
         } else {
             // Speech, but it may have stopped partway through the window.
-            quiet_tail(window, self.config.energy_gate_dbfs)
+            quiet_tail(window, self.gate_dbfs)
         };
         let too_long = samples_to_ms(self.utterance.len()) >= self.config.max_utterance_ms;
         if self.silence >= ms_to_samples(self.config.end_of_speech_ms) || too_long {
@@ -169,7 +224,7 @@ impl Endpointer {
         if !self.speaking || partial.is_empty() {
             return None;
         }
-        let quiet = quiet_tail(partial, self.config.energy_gate_dbfs);
+        let quiet = quiet_tail(partial, self.gate_dbfs);
         if quiet == partial.len() && self.silence + quiet >= ms_to_samples(self.config.end_of_speech_ms) {
             // The partial samples stay with the input for their window; they are not counted twice.
             return Some(self.finish(samples_to_ms(partial.len())));
@@ -333,5 +388,102 @@ mod tests {
         assert!(e.commit().is_none());
         run(&mut e, &[0.9; 10]);
         assert!(matches!(e.commit(), Some(Endpoint::SpeechStopped { .. })));
+    }
+
+    /// White noise at `dbfs` RMS, deterministic (xorshift).
+    fn noise(dbfs: f32, samples: usize, mut seed: u32) -> Vec<f32> {
+        let amplitude = 10f32.powf(dbfs / 20.0) * 3f32.sqrt(); // uniform in ±a has RMS a/√3
+        (0..samples)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                (seed as f32 / u32::MAX as f32 * 2.0 - 1.0) * amplitude
+            })
+            .collect()
+    }
+
+    /// A 300 Hz tone at about -20 dBFS, standing in for speech.
+    fn voice(samples: usize) -> Vec<f32> {
+        (0..samples).map(|i| 0.14 * (i as f32 * 300.0 * std::f32::consts::TAU / SAMPLE_RATE as f32).sin()).collect()
+    }
+
+    /// Feeds `audio` window by window as a session does: a window under the gate is
+    /// silence without the model; the others get `model`'s probability. Returns each
+    /// start or stop event with the number of windows fed when it came.
+    fn feed(e: &mut Endpointer, audio: &[f32], model: impl Fn(&[f32]) -> f32) -> Vec<(usize, Endpoint)> {
+        let mut out = Vec::new();
+        for (i, window) in audio.chunks_exact(WINDOW).enumerate() {
+            let prob = if rms_dbfs(window) < e.gate_dbfs() { 0.0 } else { model(window) };
+            if let Some(ev) = e.push(window, prob).filter(|ev| !matches!(ev, Endpoint::Paused { .. })) {
+                out.push((i + 1, ev));
+            }
+        }
+        out
+    }
+
+    /// A stand-in for the VAD model: sure about the tone, unsure (0.4, above the release
+    /// threshold) about noise, as Silero can be about a compressor's hum.
+    fn unsure_about_noise(window: &[f32]) -> f32 {
+        if rms_dbfs(window) > -30.0 { 0.9 } else { 0.4 }
+    }
+
+    #[test]
+    fn steady_noise_neither_reaches_the_model_nor_holds_a_turn_open() {
+        let second = SAMPLE_RATE as usize;
+        let question = |background: &dyn Fn(usize, u32) -> Vec<f32>| {
+            let mut audio = background(2 * second, 1);
+            let speech: Vec<f32> = voice(second).iter().zip(background(second, 2)).map(|(v, n)| v + n).collect();
+            audio.extend(speech);
+            audio.extend(background(2 * second, 3));
+            audio
+        };
+        let silent = |n: usize, _: u32| vec![0.0; n];
+        let hum = |n: usize, seed: u32| noise(-45.0, n, seed);
+
+        let mut quiet_room = Endpointer::new(EndpointConfig::default());
+        let quiet = feed(&mut quiet_room, &question(&silent), unsure_about_noise);
+        let mut field = Endpointer::new(EndpointConfig::default());
+        let noisy = feed(&mut field, &question(&hum), unsure_about_noise);
+        assert!(field.gate_dbfs() > -40.0, "the gate rose above the hum: {}", field.gate_dbfs());
+
+        // One utterance each, starting and ending at the same window.
+        assert_eq!(quiet.len(), 2, "{quiet:?}");
+        assert_eq!(noisy.len(), 2, "{noisy:?}");
+        assert_eq!(quiet[0].0, noisy[0].0, "speech starts as in silence");
+        let (Endpoint::SpeechStopped { audio_end_ms: q, .. }, Endpoint::SpeechStopped { audio_end_ms: n, .. }) =
+            (&quiet[1].1, &noisy[1].1)
+        else {
+            panic!("{quiet:?} {noisy:?}")
+        };
+        assert!(n.abs_diff(*q) < 20, "the hum delays the end of speech: {n} ms vs {q} ms");
+
+        // With the fixed -50 dBFS gate of before, the hum reaches the model and the turn
+        // never ends while it runs.
+        let fixed = EndpointConfig { max_gate_dbfs: -50.0, ..EndpointConfig::default() };
+        let before = feed(&mut Endpointer::new(fixed), &question(&hum), unsure_about_noise);
+        assert_eq!(before.len(), 1, "{before:?}");
+    }
+
+    #[test]
+    fn the_gate_follows_the_noise_and_never_gates_speech_out() {
+        let second = SAMPLE_RATE as usize;
+        let mut e = Endpointer::new(EndpointConfig::default());
+        assert_eq!(e.gate_dbfs(), -50.0);
+        feed(&mut e, &noise(-45.0, 2 * second, 7), |_| 0.0);
+        let hum_gate = e.gate_dbfs();
+        assert!((-38.0..=-34.0).contains(&hum_gate), "{hum_gate}");
+        // A long answer-length utterance does not raise the floor.
+        feed(&mut e, &voice(5 * second), |_| 0.9);
+        assert!(e.is_speaking());
+        assert_eq!(e.gate_dbfs(), hum_gate);
+        // The machine stops: within 1.5 s of quiet the gate is back down.
+        let mut e = Endpointer::new(EndpointConfig::default());
+        feed(&mut e, &noise(-45.0, 2 * second, 8), |_| 0.0);
+        feed(&mut e, &vec![0.0; 2 * second], |_| 0.0);
+        assert_eq!(e.gate_dbfs(), -50.0);
+        // Loud noise: the gate stops at max_gate_dbfs, under speech.
+        feed(&mut e, &noise(-25.0, 2 * second, 9), |_| 0.0);
+        assert_eq!(e.gate_dbfs(), -30.0);
     }
 }

@@ -6,9 +6,9 @@
 //! When the conversation is too long, the leading system message stays and the
 //! most recent messages are kept; the oldest kept message loses its beginning.
 
-use super::gguf_tokenizer::GgufTokenizer;
 use crate::llm::{ChatMessage, Role};
 use crate::models::ModelError;
+use fieldvox_formats::gguf_tokenizer::GgufTokenizer;
 
 const MODEL: &str = "smollm2";
 

@@ -4,8 +4,8 @@
 //! generated so far are decoded together and only the new suffix is emitted,
 //! holding back while the text ends in an incomplete character.
 
-use super::gguf_tokenizer::GgufTokenizer;
 use crate::models::ModelError;
+use fieldvox_formats::gguf_tokenizer::GgufTokenizer;
 
 /// What lossy UTF-8 decoding leaves where a character is still incomplete.
 const INCOMPLETE: char = char::REPLACEMENT_CHARACTER;

@@ -11,7 +11,6 @@
 //! split (default: physical cores) and the global rayon pool runs it, so a caller can confine
 //! a call to its own pool with `pool.install(|| whisper.transcribe(..))`.
 
-mod ct2;
 mod decoder;
 mod mel;
 mod weights;
@@ -23,6 +22,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::whisper::{self as wh, Config, model as wm};
 use tokenizers::Tokenizer;
+
+use fieldvox_formats::ct2;
 
 use crate::models::ModelError;
 

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 use candle_transformers::models::whisper::Config;
 
-use super::ct2::Ct2Model;
 use crate::models::ModelError;
+use fieldvox_formats::ct2::Ct2Model;
 
 const MODEL: &str = "whisper";
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ErrorCode;
+use crate::code::ErrorCode;
 
 /// Formats a client may declare for audio in or out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,16 @@
 //! PDF pages are real pages. Plain text and Markdown are one page unless they contain
 //! form feeds (`\f`), which printers and `pdftotext` use as page breaks.
 
-use super::RagError;
+/// Why an upload yields no pages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("unsupported document type {0:?}: send PDF, plain text or Markdown")]
+    UnsupportedType(String),
+    #[error("document could not be read: {0}")]
+    Invalid(String),
+    #[error("document has no extractable text")]
+    Empty,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DocumentKind {
@@ -21,7 +30,7 @@ pub struct PageText {
 
 impl DocumentKind {
     /// From the file name's extension, falling back to the content's magic bytes.
-    pub fn detect(filename: &str, bytes: &[u8]) -> Result<Self, RagError> {
+    pub fn detect(filename: &str, bytes: &[u8]) -> Result<Self, DocumentError> {
         let ext = filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
         match ext.as_str() {
             "pdf" => Ok(DocumentKind::Pdf),
@@ -29,18 +38,18 @@ impl DocumentKind {
             "md" | "markdown" => Ok(DocumentKind::Markdown),
             _ if bytes.starts_with(b"%PDF-") => Ok(DocumentKind::Pdf),
             "" if std::str::from_utf8(bytes).is_ok() => Ok(DocumentKind::Text),
-            _ => Err(RagError::UnsupportedType(filename.to_string())),
+            _ => Err(DocumentError::UnsupportedType(filename.to_string())),
         }
     }
 }
 
 /// Extracts the text of every page; blocking (PDF parsing can take a while).
-pub fn extract(kind: DocumentKind, bytes: &[u8]) -> Result<Vec<PageText>, RagError> {
+pub fn extract(kind: DocumentKind, bytes: &[u8]) -> Result<Vec<PageText>, DocumentError> {
     let pages: Vec<String> = match kind {
         DocumentKind::Pdf => extract_pdf(bytes)?,
         DocumentKind::Text | DocumentKind::Markdown => {
             let text =
-                std::str::from_utf8(bytes).map_err(|e| RagError::InvalidDocument(format!("not UTF-8 text: {e}")))?;
+                std::str::from_utf8(bytes).map_err(|e| DocumentError::Invalid(format!("not UTF-8 text: {e}")))?;
             text.split('\u{c}').map(str::to_string).collect()
         }
     };
@@ -51,21 +60,45 @@ pub fn extract(kind: DocumentKind, bytes: &[u8]) -> Result<Vec<PageText>, RagErr
         .filter(|p| !p.text.is_empty())
         .collect();
     if pages.is_empty() {
-        return Err(RagError::EmptyDocument);
+        return Err(DocumentError::Empty);
     }
     Ok(pages)
 }
 
-fn extract_pdf(bytes: &[u8]) -> Result<Vec<String>, RagError> {
+fn extract_pdf(bytes: &[u8]) -> Result<Vec<String>, DocumentError> {
     if !bytes.starts_with(b"%PDF-") {
-        return Err(RagError::InvalidDocument("missing %PDF- header".into()));
+        return Err(DocumentError::Invalid("missing %PDF- header".into()));
     }
     // The PDF parser panics on some malformed files; a broken upload must not take a worker down.
-    match std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(bytes)) {
-        Ok(Ok(pages)) => Ok(pages),
-        Ok(Err(e)) => Err(RagError::InvalidDocument(e.to_string())),
-        Err(_) => Err(RagError::InvalidDocument("malformed PDF structure".into())),
+    match std::panic::catch_unwind(|| {
+        refuse_page_loops(bytes)?;
+        pdf_extract::extract_text_from_mem_by_pages(bytes).map_err(|e| DocumentError::Invalid(e.to_string()))
+    }) {
+        Ok(result) => result,
+        Err(_) => Err(DocumentError::Invalid("malformed PDF structure".into())),
     }
+}
+
+/// Deepest page tree accepted (real documents nest a few levels).
+const MAX_PAGE_TREE_DEPTH: usize = 64;
+
+/// The text extractor follows each page's `/Parent` chain for inherited attributes and
+/// would loop forever on a chain that returns to itself (found by fuzzing), so such
+/// files are refused first.
+fn refuse_page_loops(bytes: &[u8]) -> Result<(), DocumentError> {
+    let doc = lopdf::Document::load_mem(bytes).map_err(|e| DocumentError::Invalid(e.to_string()))?;
+    for page in doc.page_iter() {
+        let mut node = page;
+        let mut depth = 0;
+        while let Ok(parent) = doc.get_dictionary(node).and_then(|d| d.get(b"Parent")).and_then(|p| p.as_reference()) {
+            depth += 1;
+            if parent == page || depth > MAX_PAGE_TREE_DEPTH {
+                return Err(DocumentError::Invalid("the page tree loops back on itself".into()));
+            }
+            node = parent;
+        }
+    }
+    Ok(())
 }
 
 /// Collapses runs of spaces, keeps paragraph breaks, drops control characters.
@@ -145,17 +178,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_page_that_is_its_own_parent_is_refused_not_looped_on() {
+        // Same length as "/Parent 2 0 R", so the cross-reference offsets stay right.
+        let pdf = String::from_utf8(make_pdf(&["one", "two"])).unwrap().replacen("/Parent 2 0 R", "/Parent 4 0 R", 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(extract(DocumentKind::Pdf, pdf.as_bytes())));
+        // Hang guard only: before the check, extraction never returned.
+        let result = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("extraction returns");
+        assert_eq!(result, Err(DocumentError::Invalid("the page tree loops back on itself".into())));
+    }
+
+    #[test]
     fn bad_documents_are_clear_errors() {
-        assert!(matches!(DocumentKind::detect("x.docx", b"PK.."), Err(RagError::UnsupportedType(_))));
-        assert!(matches!(extract(DocumentKind::Pdf, b"%PDF-1.4 garbage"), Err(RagError::InvalidDocument(_))));
-        assert!(matches!(extract(DocumentKind::Pdf, b"hello"), Err(RagError::InvalidDocument(_))));
+        assert!(matches!(DocumentKind::detect("x.docx", b"PK.."), Err(DocumentError::UnsupportedType(_))));
+        assert!(matches!(extract(DocumentKind::Pdf, b"%PDF-1.4 garbage"), Err(DocumentError::Invalid(_))));
+        assert!(matches!(extract(DocumentKind::Pdf, b"hello"), Err(DocumentError::Invalid(_))));
         let mut truncated = make_pdf(&["text"]);
         truncated.truncate(truncated.len() / 2);
         assert!(matches!(
             extract(DocumentKind::Pdf, &truncated),
-            Err(RagError::InvalidDocument(_) | RagError::EmptyDocument)
+            Err(DocumentError::Invalid(_) | DocumentError::Empty)
         ));
-        assert!(matches!(extract(DocumentKind::Text, &[0xff, 0xfe]), Err(RagError::InvalidDocument(_))));
-        assert!(matches!(extract(DocumentKind::Markdown, b"  \n "), Err(RagError::EmptyDocument)));
+        assert!(matches!(extract(DocumentKind::Text, &[0xff, 0xfe]), Err(DocumentError::Invalid(_))));
+        assert!(matches!(extract(DocumentKind::Markdown, b"  \n "), Err(DocumentError::Empty)));
     }
 }

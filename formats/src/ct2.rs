@@ -13,7 +13,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::models::ModelError;
+use crate::model::ModelError;
 
 const MODEL: &str = "whisper";
 
@@ -159,8 +159,11 @@ impl Ct2Model {
             let dtype = Ct2Dtype::from_id(type_id)
                 .ok_or_else(|| ModelError::load(MODEL, format!("{name}: unknown dtype id {type_id}")))?;
             let n_bytes = cur.u32()? as usize;
-            let elements: usize = shape.iter().product();
-            if elements * dtype.size() != n_bytes {
+            // Checked: a hostile header can name dimensions whose product overflows, even
+            // beside a zero dimension (tensor code multiplies them in any order).
+            let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(dtype.size(), |n, &d| n.checked_mul(d));
+            let size = nonzero.map(|n| if shape.contains(&0) { 0 } else { n });
+            if size != Some(n_bytes) {
                 return Err(ModelError::load(
                     MODEL,
                     format!("{name}: {n_bytes} bytes do not match shape {shape:?} of {dtype:?}"),
@@ -175,6 +178,13 @@ impl Ct2Model {
         for _ in 0..n_aliases {
             let alias = cur.string()?;
             let target = cur.string()?;
+            // An alias points at a stored variable and never hides one (so lookups are unambiguous).
+            if variables.contains_key(&alias) || !variables.contains_key(&target) {
+                return Err(ModelError::load(
+                    MODEL,
+                    format!("alias {alias:?} -> {target:?} does not name one variable"),
+                ));
+            }
             aliases.insert(alias, target);
         }
         if cur.pos != data.len() {
@@ -242,5 +252,68 @@ impl Ct2Model {
         Tensor::from_raw_buffer(self.bytes(var), dtype, &var.shape, &Device::Cpu)
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|e| ModelError::load(MODEL, format!("{name}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(s: &str) -> Vec<u8> {
+        let mut out = ((s.len() + 1) as u16).to_le_bytes().to_vec();
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+        out
+    }
+
+    /// A container with one variable of `shape` (f32) holding `n_bytes` zero bytes.
+    fn container(shape: &[u32], n_bytes: u32) -> Vec<u8> {
+        let mut out = SUPPORTED_VERSION.to_le_bytes().to_vec();
+        out.extend(string("WhisperSpec"));
+        out.extend(1u32.to_le_bytes());
+        out.extend(1u32.to_le_bytes());
+        out.extend(string("w"));
+        out.push(shape.len() as u8);
+        shape.iter().for_each(|d| out.extend(d.to_le_bytes()));
+        out.push(0);
+        out.extend(n_bytes.to_le_bytes());
+        out.extend(std::iter::repeat_n(0, n_bytes as usize));
+        out.extend(0u32.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn reads_a_variable_whose_size_matches_its_shape() {
+        let model = Ct2Model::parse(container(&[2, 3], 24)).unwrap();
+        assert_eq!(model.variable("w").unwrap().shape, vec![2, 3]);
+        assert_eq!(model.tensor_f32("w").unwrap().dims(), &[2, 3]);
+    }
+
+    #[test]
+    fn refuses_dimensions_whose_product_overflows() {
+        // 2^32-1 to the fourth power, times 4 bytes, wraps to a small number in 64 bits
+        // unless checked (found by fuzzing: a panic in debug builds).
+        let shape = [u32::MAX; 4];
+        let err = Ct2Model::parse(container(&shape, 4)).unwrap_err();
+        assert!(err.to_string().contains("do not match shape"), "{err}");
+        assert!(Ct2Model::parse(container(&[2, 3], 20)).is_err());
+        // Zero elements, but dimensions that overflow when multiplied in another order.
+        assert!(Ct2Model::parse(container(&[0, u32::MAX, u32::MAX, u32::MAX], 0)).is_err());
+        assert_eq!(Ct2Model::parse(container(&[0, 3], 0)).unwrap().variable("w").unwrap().shape, vec![0, 3]);
+    }
+
+    #[test]
+    fn aliases_must_name_a_stored_variable_and_not_hide_one() {
+        let with_alias = |alias: &str, target: &str| {
+            let mut bytes = container(&[1], 4);
+            bytes.truncate(bytes.len() - 4);
+            bytes.extend(1u32.to_le_bytes());
+            bytes.extend(string(alias));
+            bytes.extend(string(target));
+            Ct2Model::parse(bytes)
+        };
+        assert_eq!(with_alias("v", "w").unwrap().variable("v").unwrap().shape, vec![1]);
+        assert!(with_alias("v", "missing").is_err());
+        assert!(with_alias("w", "w").is_err());
     }
 }

@@ -13,7 +13,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::models::ModelError;
+use crate::model::ModelError;
 
 const MODEL: &str = "smollm2 tokenizer";
 
@@ -67,6 +67,17 @@ impl GgufTokenizer {
             let id = u32::try_from(id).map_err(|e| ModelError::load(MODEL, e))?;
             vocab.insert(token.clone(), id);
         }
+        // The BPE builder panics on a merge whose result is longer than every token (found
+        // by fuzzing), so merges are checked first: both parts and the result are tokens.
+        let mut joined = String::new();
+        for (a, b) in &merges {
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            if !(vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&joined)) {
+                return Err(ModelError::load(MODEL, format!("merge {a:?} + {b:?} is not made of vocabulary tokens")));
+            }
+        }
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| ModelError::load(MODEL, e))?;
 
         let mut tokenizer = Tokenizer::new(bpe);
@@ -94,7 +105,6 @@ impl GgufTokenizer {
     }
 
     /// Encodes `text`; control-token text becomes the control token.
-    #[cfg(test)]
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         encode_with(&self.with_specials, text)
     }
@@ -159,4 +169,71 @@ fn integer(value: &Value) -> Result<i64, ModelError> {
             return Err(ModelError::load(MODEL, format!("expected an integer, got {other:?}")));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    fn string(s: &str) -> Vec<u8> {
+        let mut out = (s.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(s.as_bytes());
+        out
+    }
+
+    fn key_value(key: &str, value_type: u32, payload: Vec<u8>) -> Vec<u8> {
+        [string(key), value_type.to_le_bytes().to_vec(), payload].concat()
+    }
+
+    fn array(item_type: u32, items: Vec<Vec<u8>>) -> Vec<u8> {
+        [item_type.to_le_bytes().to_vec(), (items.len() as u64).to_le_bytes().to_vec(), items.concat()].concat()
+    }
+
+    /// A GGUF v3 file with no tensors and a GPT-2 style vocabulary.
+    fn gguf(tokens: &[&str], merges: &[&str]) -> Content {
+        const STRING: u32 = 8;
+        const ARRAY: u32 = 9;
+        const I32: u32 = 5;
+        let kvs = [
+            key_value("tokenizer.ggml.model", STRING, string("gpt2")),
+            key_value("tokenizer.ggml.tokens", ARRAY, array(STRING, tokens.iter().map(|t| string(t)).collect())),
+            key_value("tokenizer.ggml.merges", ARRAY, array(STRING, merges.iter().map(|m| string(m)).collect())),
+            key_value(
+                "tokenizer.ggml.token_type",
+                ARRAY,
+                array(
+                    I32,
+                    tokens
+                        .iter()
+                        .map(|t| (if t.starts_with("<|") { 3i32 } else { 1 }).to_le_bytes().to_vec())
+                        .collect(),
+                ),
+            ),
+        ];
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(3u32.to_le_bytes());
+        bytes.extend(0u64.to_le_bytes());
+        bytes.extend((kvs.len() as u64).to_le_bytes());
+        bytes.extend(kvs.concat());
+        Content::read(&mut Cursor::new(bytes)).expect("a valid GGUF header")
+    }
+
+    #[test]
+    fn rebuilds_merges_and_control_tokens() {
+        let tok = GgufTokenizer::from_gguf(&gguf(&["a", "b", "ab", "<|im_end|>"], &["a b"])).unwrap();
+        assert_eq!(tok.encode("ab").unwrap(), vec![2]);
+        assert_eq!(tok.control_id("<|im_end|>").unwrap(), 3);
+        assert_eq!(tok.decode(&[2, 0]).unwrap(), "aba");
+    }
+
+    #[test]
+    fn refuses_merges_that_are_not_made_of_tokens() {
+        // "a b" without "ab" in the vocabulary made the BPE builder panic.
+        for merges in [&["a b"][..], &["a c"], &["ab"]] {
+            let Err(e) = GgufTokenizer::from_gguf(&gguf(&["a", "b"], merges)) else { panic!("{merges:?} accepted") };
+            assert!(e.to_string().contains("merge"), "{e}");
+        }
+    }
 }
