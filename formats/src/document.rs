@@ -69,10 +69,25 @@ fn extract_pdf(bytes: &[u8]) -> Result<Vec<String>, DocumentError> {
     if !bytes.starts_with(b"%PDF-") {
         return Err(DocumentError::Invalid("missing %PDF- header".into()));
     }
+    let invalid = |e: lopdf::Error| DocumentError::Invalid(e.to_string());
     // The PDF parser panics on some malformed files; a broken upload must not take a worker down.
     match std::panic::catch_unwind(|| {
-        refuse_page_loops(bytes)?;
-        pdf_extract::extract_text_from_mem_by_pages(bytes).map_err(|e| DocumentError::Invalid(e.to_string()))
+        // Parsed once: checked, then read page by page, as pdf-extract's own
+        // `extract_text_from_mem_by_pages` does (up to the first page it cannot read).
+        let mut doc = lopdf::Document::load_mem(bytes).map_err(invalid)?;
+        if doc.is_encrypted() {
+            // Permission-only encryption (an empty user password), which manuals often have.
+            doc.decrypt("").map_err(invalid)?;
+        }
+        refuse_page_loops(&doc)?;
+        Ok((1..)
+            .map_while(|page| {
+                let mut text = String::new();
+                pdf_extract::output_doc_page(&doc, &mut pdf_extract::PlainTextOutput::new(&mut text), page)
+                    .ok()
+                    .map(|()| text)
+            })
+            .collect())
     }) {
         Ok(result) => result,
         Err(_) => Err(DocumentError::Invalid("malformed PDF structure".into())),
@@ -85,8 +100,7 @@ const MAX_PAGE_TREE_DEPTH: usize = 64;
 /// The text extractor follows each page's `/Parent` chain for inherited attributes and
 /// would loop forever on a chain that returns to itself (found by fuzzing), so such
 /// files are refused first.
-fn refuse_page_loops(bytes: &[u8]) -> Result<(), DocumentError> {
-    let doc = lopdf::Document::load_mem(bytes).map_err(|e| DocumentError::Invalid(e.to_string()))?;
+fn refuse_page_loops(doc: &lopdf::Document) -> Result<(), DocumentError> {
     for page in doc.page_iter() {
         let mut node = page;
         let mut depth = 0;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use fieldvox::auth::{Role, TokenKeys};
 
+use crate::report::Percentiles;
 use crate::session::{self, Plan, Turn, Ws};
 use crate::{Args, Scenario, Speech};
 
@@ -122,15 +123,8 @@ pub async fn run(args: Args) -> anyhow::Result<AbandonReport> {
     })
 }
 
-/// The median of some values (0 when there are none).
 fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
+    Percentiles::of(values.collect()).p50
 }
 
 /// Connects `--sessions` technicians, has them all ask, and returns when the last of them

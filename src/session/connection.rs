@@ -488,7 +488,7 @@ impl Session {
     async fn speech_probability(&mut self, window: [f32; crate::voice::vad::WINDOW]) -> f32 {
         let Some(voice) = self.voice.as_mut() else { return 0.0 };
         // Quieter than the session's noise gate: silence, without a model call.
-        if rms_dbfs(&window) < voice.endpointer.gate_dbfs() {
+        if !voice.endpointer.may_be_speech(rms_dbfs(&window)) {
             return 0.0;
         }
         // The state travels to the VAD thread and back; on failure the stream restarts fresh.

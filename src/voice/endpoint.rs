@@ -161,17 +161,26 @@ impl Endpointer {
         self.gate_dbfs
     }
 
+    /// Called once per window with its level, before [`push`](Self::push): whether the
+    /// window may be speech (is at or above the gate, so worth asking the model). Outside
+    /// speech the level also feeds the noise floor (a long utterance must not raise it).
+    pub fn may_be_speech(&mut self, level_dbfs: f32) -> bool {
+        let above = level_dbfs >= self.gate_dbfs;
+        if !self.speaking {
+            self.noise.observe(level_dbfs);
+            if let Some(floor) = self.noise.floor() {
+                let c = &self.config;
+                self.gate_dbfs = (floor + c.noise_margin_db).min(c.max_gate_dbfs).max(c.energy_gate_dbfs);
+            }
+        }
+        above
+    }
+
     /// Feeds one 32 ms window and its speech probability.
     pub fn push(&mut self, window: &[f32], prob: f32) -> Option<Endpoint> {
         self.elapsed_ms += WINDOW_MS;
         if self.speaking {
             return self.push_speaking(window, prob);
-        }
-        // Only audio outside speech tells the noise floor (a long answer must not raise it).
-        self.noise.observe(rms_dbfs(window));
-        if let Some(floor) = self.noise.floor() {
-            let c = &self.config;
-            self.gate_dbfs = (floor + c.noise_margin_db).min(c.max_gate_dbfs).max(c.energy_gate_dbfs);
         }
         self.recent.extend_from_slice(window);
         if prob >= self.config.threshold {
@@ -414,7 +423,7 @@ mod tests {
     fn feed(e: &mut Endpointer, audio: &[f32], model: impl Fn(&[f32]) -> f32) -> Vec<(usize, Endpoint)> {
         let mut out = Vec::new();
         for (i, window) in audio.chunks_exact(WINDOW).enumerate() {
-            let prob = if rms_dbfs(window) < e.gate_dbfs() { 0.0 } else { model(window) };
+            let prob = if e.may_be_speech(rms_dbfs(window)) { model(window) } else { 0.0 };
             if let Some(ev) = e.push(window, prob).filter(|ev| !matches!(ev, Endpoint::Paused { .. })) {
                 out.push((i + 1, ev));
             }
