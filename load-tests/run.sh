@@ -6,6 +6,7 @@
 #   load-tests/run.sh [fieldvox-load args...]
 #   e.g. load-tests/run.sh --scenario idle --sessions 50000 --source-ips 4 --hold-secs 300
 #        load-tests/run.sh --scenario talk --sessions 1 --pipeline field-assistant --interval-secs 8 --reference-ms 0
+#        load-tests/run.sh --scenario mic --sessions 1000 --noise-dbfs -45 --echo-gain-db -6 --hold-secs 120
 #
 # Environment: PORT (default 8090), BUILD_PROFILE (dev|release, default dev),
 # FIELDVOX__… variables are passed to the server.

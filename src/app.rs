@@ -11,6 +11,7 @@ use crate::pipeline::Pipelines;
 use crate::rag::KnowledgeBase;
 use crate::rag::embed::Embedder;
 use crate::session::SessionManager;
+use crate::session::resume::Resumer;
 use crate::store::sqlite::SqliteStore;
 use crate::vector::edge::EdgeIndex;
 use crate::voice::vad::VadService;
@@ -26,6 +27,7 @@ pub struct App {
     pub vad: VadService,
     pub pipelines: Pipelines,
     pub sessions: SessionManager,
+    pub resumer: Resumer,
 }
 
 impl KnowledgeBase {
@@ -51,10 +53,12 @@ impl App {
         let metrics = Metrics::new();
         let kb = KnowledgeBase::open_embedded(&config)?;
         let w = &config.workers;
-        let vad = VadService::spawn(&config.model_paths(), w.onnx_threads, w.queue_depth.max(1024))?;
+        let vad = VadService::spawn(&config.model_paths(), w.onnx_threads, w.queue_depth.max(1024), w.vad)?;
         let pipelines = Pipelines::load(&config)?;
         let server = &config.server;
         let sessions = SessionManager::new(server.max_sessions, server.max_sessions_per_user, metrics.clone());
-        Ok(Arc::new(Self { config, auth, metrics, kb, vad, pipelines, sessions }))
+        let window = std::time::Duration::from_millis(server.resume_window_ms);
+        let resumer = Resumer::new(server.resume_secret.as_deref(), window);
+        Ok(Arc::new(Self { config, auth, metrics, kb, vad, pipelines, sessions, resumer }))
     }
 }

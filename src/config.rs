@@ -45,6 +45,11 @@ pub struct ServerConfig {
     /// Connections one source address may hold before authenticating; more are closed
     /// at accept. Behind a proxy every client shares the proxy's address: raise it there.
     pub max_unauthenticated_per_ip: usize,
+    /// A session whose socket dropped can be resumed (history, settings) this long after.
+    pub resume_window_ms: u64,
+    /// Signs resume tokens. Instances that resume each other's sessions share it; unset,
+    /// each process makes its own at start (resume then works on the same instance only).
+    pub resume_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +135,8 @@ pub struct WorkersConfig {
     pub onnx_threads: usize,
     /// Requests waiting per pool before callers get `overloaded`.
     pub queue_depth: usize,
+    /// Threads scoring VAD windows (each batches across sessions; 0 = one per core).
+    pub vad: usize,
 }
 
 impl Default for DataConfig {
@@ -157,6 +164,8 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             keep_alive_timeout_ms: 5_000,
             max_unauthenticated_per_ip: 256,
+            resume_window_ms: 30_000,
+            resume_secret: None,
         }
     }
 }
@@ -175,7 +184,7 @@ impl Default for PipelinesConfig {
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        Self { stt: 1, llm: 1, tts: 1, embed: 1, onnx_threads: 1, queue_depth: 1024 }
+        Self { stt: 1, llm: 1, tts: 1, embed: 1, onnx_threads: 1, queue_depth: 1024, vad: 0 }
     }
 }
 

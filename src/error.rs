@@ -9,9 +9,54 @@ use serde::Serialize;
 pub use fieldvox_formats::code::ErrorCode;
 
 use crate::auth::AuthError;
+use crate::llm::LlmError;
 use crate::models::ModelError;
-use crate::rag::RagError;
+use crate::pipeline::providers::StageError;
+use crate::rag::{DocumentError, RagError};
+use crate::session::resume::ResumeError;
 use crate::workers::PoolError;
+
+impl From<&PoolError> for ErrorCode {
+    /// A full queue is `overloaded` (retry shortly), not a broken model.
+    fn from(e: &PoolError) -> Self {
+        match e {
+            PoolError::Overloaded(_) => ErrorCode::Overloaded,
+            PoolError::Stopped(_) => ErrorCode::ModelUnavailable,
+        }
+    }
+}
+
+impl RagError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RagError::Document(DocumentError::UnsupportedType(_)) => ErrorCode::UnsupportedMediaType,
+            RagError::Document(_) => ErrorCode::InvalidDocument,
+            RagError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            RagError::Store(_) | RagError::Vector(_) => ErrorCode::Internal,
+            RagError::Model(_) => ErrorCode::ModelUnavailable,
+            RagError::Pool(e) => e.into(),
+        }
+    }
+}
+
+impl StageError {
+    /// The code a turn's speech-recognition, answer or speech stage failure is shown as.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StageError::Pool(e) | StageError::Llm(LlmError::Pool(e)) => e.into(),
+            StageError::Model(_) | StageError::Llm(_) => ErrorCode::ModelUnavailable,
+        }
+    }
+}
+
+impl ResumeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ResumeError::InvalidToken => ErrorCode::InvalidResumeToken,
+            ResumeError::Expired => ErrorCode::ResumeExpired,
+        }
+    }
+}
 
 /// Errors that reach the HTTP layer or the end of a turn.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +75,8 @@ pub enum AppError {
     UserSessionLimit(usize),
     #[error("the server is shutting down; connect to another instance or retry shortly")]
     Draining,
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
 }
 
 impl AppError {
@@ -41,8 +88,8 @@ impl AppError {
             AppError::Rag(e) => e.code(),
             AppError::Model(ModelError::Input { .. }) => ErrorCode::InvalidEvent,
             AppError::Model(_) => ErrorCode::ModelUnavailable,
-            AppError::Pool(PoolError::Overloaded(_)) => ErrorCode::Overloaded,
-            AppError::Pool(PoolError::Stopped(_)) => ErrorCode::ModelUnavailable,
+            AppError::Pool(e) => e.into(),
+            AppError::Resume(e) => e.code(),
             AppError::SessionLimit(_) => ErrorCode::SessionLimit,
             AppError::UserSessionLimit(_) => ErrorCode::UserSessionLimit,
             AppError::Draining => ErrorCode::Draining,
@@ -74,6 +121,8 @@ impl AppError {
             | ErrorCode::EmptyQuestion
             | ErrorCode::InvalidDocument => StatusCode::BAD_REQUEST,
             ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidResumeToken => StatusCode::FORBIDDEN,
+            ErrorCode::ResumeExpired => StatusCode::GONE,
         }
     }
 

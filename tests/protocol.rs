@@ -210,7 +210,11 @@ async fn with_turn_detection_off_the_client_commits_and_asks_for_the_answer() {
     let before = c.events_until("pong").await;
     assert_eq!(before.len(), 1, "no VAD events without turn detection: {before:?}");
     c.send_json(json!({"type": "input_audio_buffer.commit"})).await;
-    assert_eq!(c.next_event().await["type"], "input_audio_buffer.committed");
+    let committed = c.next_event().await;
+    assert_eq!(committed["type"], "input_audio_buffer.committed");
+    let item = c.next_event().await;
+    assert_eq!(item["type"], "conversation.item.created", "{item}");
+    assert_eq!((&item["item"]["id"], item["item"]["role"].as_str()), (&committed["item_id"], Some("user")));
     c.send_json(json!({"type": "ping"})).await;
     assert_eq!(c.next_event().await["type"], "pong", "no answer before response.create");
     c.send_json(json!({"type": "response.create"})).await;

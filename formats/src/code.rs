@@ -30,6 +30,10 @@ pub enum ErrorCode {
     ModelUnavailable,
     /// The identity provider's keys cannot be fetched.
     IdentityUnavailable,
+    /// A resume token that is forged, malformed, or belongs to another user.
+    InvalidResumeToken,
+    /// The session is past its resume window (or was already resumed).
+    ResumeExpired,
     Internal,
 }
 
@@ -58,6 +62,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::ModelUnavailable => "model_unavailable",
             ErrorCode::IdentityUnavailable => "identity_unavailable",
+            ErrorCode::InvalidResumeToken => "invalid_resume_token",
+            ErrorCode::ResumeExpired => "resume_expired",
             ErrorCode::Internal => "internal",
         }
     }

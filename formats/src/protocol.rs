@@ -119,7 +119,7 @@ impl TurnDetection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "server_vad")]
 pub struct ServerVad {
     /// Answer each committed utterance without waiting for `response.create`.
@@ -316,6 +316,10 @@ pub enum ClientEvent {
         item_id: String,
         audio_end_ms: u64,
     },
+    /// What the conversation holds for an item (of an answer: the part that was heard).
+    ItemRetrieve {
+        item_id: String,
+    },
     Ping,
 }
 
@@ -351,6 +355,11 @@ struct Truncate {
 }
 
 #[derive(Deserialize)]
+struct Retrieve {
+    item_id: String,
+}
+
+#[derive(Deserialize)]
 struct Append {
     audio: String,
 }
@@ -383,6 +392,7 @@ impl ClientEvent {
                 let t: Truncate = fields(value)?;
                 ClientEvent::ItemTruncate { item_id: t.item_id, audio_end_ms: t.audio_end_ms }
             }
+            "conversation.item.retrieve" => ClientEvent::ItemRetrieve { item_id: fields::<Retrieve>(value)?.item_id },
             "ping" => ClientEvent::Ping,
             _ => return Err(ParseError::UnknownEvent(kind)),
         })
@@ -403,6 +413,45 @@ pub struct SessionInfo {
     /// `null` when the client commits its own turns.
     pub turn_detection: Option<ServerVad>,
     pub limits: SessionLimits,
+    /// In `session.created`: reconnect with `?resume=<token>` within the resume window to
+    /// get this session back (history, settings) after a dropped socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+    /// In `session.created`: this session was resumed, not opened fresh.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+}
+
+/// Who said a conversation item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemRole {
+    User,
+    Assistant,
+}
+
+/// A conversation item as announced in `conversation.item.created`: user items are
+/// questions (spoken or typed), assistant items are answers. Clients truncate by `id`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemInfo {
+    pub id: String,
+    pub role: ItemRole,
+    /// For an assistant item: the response that speaks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_id: Option<String>,
+}
+
+/// An item's text as the conversation holds it (`conversation.item.retrieved`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemText {
+    pub id: String,
+    pub role: ItemRole,
+    pub text: String,
+}
+
+/// The id of the assistant item that carries a response's answer.
+pub fn answer_item_id(response_id: &str) -> String {
+    format!("item_{}", response_id.strip_prefix("resp_").unwrap_or(response_id))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -471,6 +520,14 @@ pub enum ServerEvent {
     Committed { item_id: String },
     #[serde(rename = "input_audio_buffer.cleared")]
     AudioCleared,
+    #[serde(rename = "conversation.item.created")]
+    ItemCreated { item: ItemInfo },
+    #[serde(rename = "conversation.item.retrieved")]
+    ItemRetrieved { item: ItemText },
+    /// What the user has said so far (from the transcription run in their pauses); the
+    /// deltas append, and `completed` has the final transcript.
+    #[serde(rename = "conversation.item.input_audio_transcription.delta")]
+    TranscriptionDelta { item_id: String, delta: String },
     #[serde(rename = "conversation.item.input_audio_transcription.completed")]
     TranscriptionCompleted { item_id: String, transcript: String },
     #[serde(rename = "response.created")]
@@ -482,7 +539,15 @@ pub enum ServerEvent {
     #[serde(rename = "response.citations")]
     Citations { response_id: String, citations: Vec<Citation> },
     #[serde(rename = "response.done")]
-    ResponseDone { response_id: String, status: ResponseStatus, text: String, timings: Timings },
+    ResponseDone {
+        response_id: String,
+        status: ResponseStatus,
+        text: String,
+        timings: Timings,
+        /// Why a `failed` response failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+    },
     #[serde(rename = "output_audio_buffer.clear")]
     OutputAudioClear { response_id: String },
     #[serde(rename = "session.going_away")]
@@ -493,11 +558,15 @@ pub enum ServerEvent {
     Pong,
 }
 
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody { code, message: message.into(), retryable: code.retryable(), retry_after_ms: None }
+    }
+}
+
 impl ServerEvent {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerEvent::Error {
-            error: ErrorBody { code, message: message.into(), retryable: code.retryable(), retry_after_ms: None },
-        }
+        ServerEvent::Error { error: ErrorBody::new(code, message) }
     }
 
     pub fn to_json(&self) -> String {

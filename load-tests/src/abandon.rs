@@ -90,6 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<AbandonReport> {
         burst_at: Instant::now(),
         interval: Duration::ZERO,
         first_question_offset: Duration::ZERO,
+        mic: None,
     };
     let metrics = Gauges::new(&args.url, keys.mint("load-ops", &args.tenant, Role::Ops, 3600))?;
 

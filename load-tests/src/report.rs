@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::mic::{LATE_AFTER, MAX_LATE_FRACTION, MicOutcome, NoiseColour};
 use crate::proc_stats::Sample;
 use crate::session::SessionOutcome;
 use crate::{Args, Scenario};
@@ -63,6 +64,159 @@ pub struct Report {
     pub server_cpu_avg_percent: Option<f64>,
     pub server_cpu_max_percent: Option<f64>,
     pub duration_secs: f64,
+    /// `mic` only: what the microphones sent and what the server made of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mic: Option<MicSummary>,
+}
+
+/// The `mic` scenario's own figures (see `mic`).
+#[derive(Debug, Serialize)]
+pub struct MicSummary {
+    /// Noise level, dBFS RMS; absent for digital silence.
+    pub noise_dbfs: Option<f32>,
+    pub noise_colour: NoiseColour,
+    /// Gain and delay of the answer heard back; absent without echo.
+    pub echo_gain_db: Option<f32>,
+    pub echo_delay_ms: Option<u64>,
+    /// Audio per microphone message.
+    pub frame_ms: u64,
+    pub questions_asked: usize,
+    pub questions_answered: usize,
+    /// Turns the server took that no question or interruption explains.
+    pub spurious_turns: usize,
+    /// `output_audio_buffer.clear` events: answers cut off.
+    pub clears: usize,
+    pub server_errors: usize,
+    pub first_server_errors: Vec<String>,
+    pub frames_sent: u64,
+    /// Frames handed to the socket more than one frame behind their schedule.
+    pub frames_late: u64,
+    pub frames_late_percent: f64,
+    pub worst_late_ms: f64,
+    /// Late frames within `mic::MAX_LATE_FRACTION`: the server was fed real time, so the
+    /// run measures the server. An invalid run measures the load generator.
+    pub valid: bool,
+    /// The server's `audio_end_ms` − the question's true end in the stream − the
+    /// end-of-speech window: its decision lag in stream time, free of any scheduling.
+    pub end_of_speech_stream_ms: Percentiles,
+    /// Last question frame sent → `speech_stopped` received − the end-of-speech window.
+    pub end_of_speech_client_ms: Percentiles,
+    /// `--barge-in-after-ms` and `--barge-in-text`; absent without barge-in.
+    pub barge_in_after_ms: Option<u64>,
+    pub barge_in_text: Option<String>,
+    /// Interruptions said over an answer still playing.
+    pub barge_ins_attempted: usize,
+    /// Of those, answers the server cleared.
+    pub barge_ins_confirmed: usize,
+    /// Of those, answers that played out with no clear. Attempted − confirmed − missed:
+    /// still undecided when the run ended.
+    pub barge_ins_missed: usize,
+    /// Answers not interrupted: played out or cleared before the barge-in was due, or the
+    /// microphone was busy with a question then.
+    pub barge_ins_not_attempted: usize,
+    /// Per confirmed barge-in: its first frame (speech) sent → the answer's clear received.
+    pub barge_in_onset_to_clear_ms: Percentiles,
+}
+
+impl MicSummary {
+    fn of(args: &Args, outcomes: &[SessionOutcome]) -> Self {
+        let mics: Vec<&MicOutcome> = outcomes.iter().filter_map(|o| o.mic.as_ref()).collect();
+        let frames_sent: u64 = mics.iter().map(|m| m.frames_sent).sum();
+        let frames_late: u64 = mics.iter().map(|m| m.frames_late).sum();
+        let late_fraction = if frames_sent == 0 { 0.0 } else { frames_late as f64 / frames_sent as f64 };
+        let window = args.end_of_speech_ms;
+        let past_window = |lags: Vec<f64>| Percentiles::of(lags.into_iter().map(|ms| ms - window).collect());
+        Self {
+            noise_dbfs: args.noise_dbfs.is_finite().then_some(args.noise_dbfs),
+            noise_colour: args.noise_colour,
+            echo_gain_db: args.echo_gain_db,
+            echo_delay_ms: args.echo_gain_db.map(|_| args.echo_delay_ms),
+            frame_ms: args.frame_ms,
+            questions_asked: mics.iter().map(|m| m.questions_asked).sum(),
+            questions_answered: outcomes.iter().filter(|o| o.mic.is_some()).map(|o| o.turns.len()).sum(),
+            spurious_turns: mics.iter().map(|m| m.spurious_turns).sum(),
+            clears: mics.iter().map(|m| m.clears).sum(),
+            server_errors: mics.iter().map(|m| m.server_errors).sum(),
+            first_server_errors: mics.iter().filter_map(|m| m.first_error.clone()).take(5).collect(),
+            frames_sent,
+            frames_late,
+            frames_late_percent: late_fraction * 100.0,
+            worst_late_ms: mics.iter().map(|m| m.worst_late_ms).fold(0.0, f64::max),
+            valid: frames_sent > 0 && late_fraction <= MAX_LATE_FRACTION,
+            end_of_speech_stream_ms: past_window(
+                mics.iter().flat_map(|m| m.end_of_speech_stream_ms.iter().copied()).collect(),
+            ),
+            end_of_speech_client_ms: past_window(
+                mics.iter().flat_map(|m| m.end_of_speech_client_ms.iter().copied()).collect(),
+            ),
+            barge_in_after_ms: args.barge_in_after_ms,
+            barge_in_text: args.barge_in_after_ms.map(|_| args.barge_in_text.clone()),
+            barge_ins_attempted: mics.iter().map(|m| m.barge_ins_attempted).sum(),
+            barge_ins_confirmed: mics.iter().map(|m| m.barge_ins_confirmed).sum(),
+            barge_ins_missed: mics.iter().map(|m| m.barge_ins_missed).sum(),
+            barge_ins_not_attempted: mics.iter().map(|m| m.barge_ins_not_attempted).sum(),
+            barge_in_onset_to_clear_ms: Percentiles::of(
+                mics.iter().flat_map(|m| m.barge_in_onset_to_clear_ms.iter().copied()).collect(),
+            ),
+        }
+    }
+
+    /// First and last in the table when the run is invalid, so it cannot be missed.
+    fn banner(&self) -> Option<String> {
+        if self.valid {
+            return None;
+        }
+        if self.frames_sent == 0 {
+            return Some("!!! INVALID RUN: no microphone frame was sent !!!\n".into());
+        }
+        Some(format!(
+            "!!! INVALID RUN: {} of {} microphone frames ({:.3}%, limit {:.3}%) went out more than {} ms behind \
+             schedule: the load generator fell behind real time, so these figures do not measure the server !!!\n",
+            self.frames_late,
+            self.frames_sent,
+            self.frames_late_percent,
+            MAX_LATE_FRACTION * 100.0,
+            LATE_AFTER.as_millis()
+        ))
+    }
+
+    fn lines(&self) -> String {
+        let noise = match self.noise_dbfs {
+            Some(db) => format!("{} noise at {db:.1} dBFS", self.noise_colour.name()),
+            None => "digital silence".to_string(),
+        };
+        let echo = match (self.echo_gain_db, self.echo_delay_ms) {
+            (Some(db), Some(ms)) => format!("answers heard back at {db:.1} dB after {ms} ms"),
+            _ => "no echo".to_string(),
+        };
+        let barge_ins = match self.barge_in_after_ms {
+            Some(ms) => format!(
+                "barge-ins {ms} ms into an answer: {} attempted, {} confirmed (answer cleared), {} missed \
+                 (answer played out), {} not attempted (answer over or microphone busy)\n",
+                self.barge_ins_attempted, self.barge_ins_confirmed, self.barge_ins_missed, self.barge_ins_not_attempted
+            ),
+            None => String::new(),
+        };
+        format!(
+            "microphones: {noise}, {echo}, {} ms frames\n\
+             questions: {} asked, {} answered; spurious turns {}; answers cleared {}; server errors {}\n\
+             {barge_ins}\
+             frames: {} sent, {} late (> {} ms behind schedule: {:.3}%, limit {:.3}%), worst {:.0} ms late: {}\n",
+            self.frame_ms,
+            self.questions_asked,
+            self.questions_answered,
+            self.spurious_turns,
+            self.clears,
+            self.server_errors,
+            self.frames_sent,
+            self.frames_late,
+            LATE_AFTER.as_millis(),
+            self.frames_late_percent,
+            MAX_LATE_FRACTION * 100.0,
+            self.worst_late_ms,
+            if self.valid { "valid" } else { "INVALID" }
+        )
+    }
 }
 
 impl Report {
@@ -90,6 +244,7 @@ impl Report {
             _ => None,
         };
         let cpu_avg = (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64);
+        let mic = (args.scenario == Scenario::Mic).then(|| MicSummary::of(args, &outcomes));
         Self {
             scenario: args.scenario,
             sessions: outcomes.len(),
@@ -122,6 +277,7 @@ impl Report {
             server_cpu_avg_percent: cpu_avg,
             server_cpu_max_percent: cpu.iter().copied().reduce(f64::max),
             duration_secs: elapsed.as_secs_f64(),
+            mic,
         }
         .write_json(args)
     }
@@ -152,11 +308,15 @@ impl Report {
             self.turns_failed,
             self.duration_secs
         );
+        let banner = self.mic.as_ref().and_then(MicSummary::banner);
+        if let Some(banner) = &banner {
+            out.insert_str(0, banner);
+        }
         out.push_str(&format!(
             "{:<22} {:>7} {:>9} {:>9} {:>9} {:>9}\n",
             "latency (ms)", "n", "p50", "p95", "p99", "max"
         ));
-        for (name, p) in [
+        let mut rows = vec![
             ("connect", &self.connect_ms),
             ("voice-to-voice", &self.voice_to_voice_ms),
             ("server-added", &self.server_added_ms),
@@ -166,7 +326,13 @@ impl Report {
             ("retrieval", &self.retrieval_ms),
             ("llm first token", &self.llm_first_token_ms),
             ("tts first audio", &self.tts_first_audio_ms),
-        ] {
+        ];
+        if let Some(mic) = &self.mic {
+            rows.push(("end-of-speech (stream)", &mic.end_of_speech_stream_ms));
+            rows.push(("end-of-speech (client)", &mic.end_of_speech_client_ms));
+            rows.push(("barge-in onset→clear", &mic.barge_in_onset_to_clear_ms));
+        }
+        for (name, p) in rows {
             if p.count > 0 {
                 out.push_str(&format!(
                     "{name:<22} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
@@ -189,9 +355,20 @@ impl Report {
                 self.server_cpu_max_percent.unwrap_or(0.0)
             ));
         }
-        for e in self.first_connect_errors.iter().chain(&self.first_drop_reasons).chain(&self.first_turn_errors) {
+        if let Some(mic) = &self.mic {
+            out.push_str(&mic.lines());
+        }
+        let mic_errors = self.mic.iter().flat_map(|m| &m.first_server_errors);
+        for e in self
+            .first_connect_errors
+            .iter()
+            .chain(&self.first_drop_reasons)
+            .chain(&self.first_turn_errors)
+            .chain(mic_errors)
+        {
             out.push_str(&format!("  e.g. {e}\n"));
         }
+        out.push_str(&banner.unwrap_or_default());
         out
     }
 }

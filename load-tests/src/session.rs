@@ -1,5 +1,6 @@
 //! One simulated technician: connects from a chosen loopback address, configures the
-//! session, then idles, talks on a duty cycle, or asks once at the burst instant.
+//! session, then idles, talks on a duty cycle, asks once at the burst instant, or keeps a
+//! live microphone open (`mic`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct Plan {
     pub burst_at: Instant,
     pub interval: Duration,
     pub first_question_offset: Duration,
+    /// `mic`: what this session's microphone hears besides the question.
+    pub mic: Option<crate::mic::MicSetup>,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -35,6 +38,19 @@ pub struct ServerTimings {
     pub llm_first_token_ms: Option<f64>,
     pub tts_first_audio_ms: Option<f64>,
     pub voice_to_voice_ms: Option<f64>,
+}
+
+impl ServerTimings {
+    /// From the `timings` object of `response.done`.
+    pub fn from_json(t: &Value) -> Self {
+        Self {
+            stt_ms: t["stt_ms"].as_f64(),
+            retrieval_ms: t["retrieval_ms"].as_f64(),
+            llm_first_token_ms: t["llm_first_token_ms"].as_f64(),
+            tts_first_audio_ms: t["tts_first_audio_ms"].as_f64(),
+            voice_to_voice_ms: t["voice_to_voice_ms"].as_f64(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -53,11 +69,13 @@ pub struct SessionOutcome {
     pub dropped: Option<String>,
     pub turns: Vec<Turn>,
     pub failed_turns: Vec<String>,
+    /// `mic`: the microphone's own counts.
+    pub mic: Option<crate::mic::MicOutcome>,
 }
 
 pub type Ws = WebSocketStream<TcpStream>;
 
-const FRAME_MS: u64 = 20;
+pub(crate) const FRAME_MS: u64 = 20;
 const TURN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client of `--scenario abandon` waits for its answer to start: dozens of
 /// questions at once queue for the one transcription worker, so more than one turn's
@@ -87,6 +105,7 @@ pub async fn run(plan: Plan) -> SessionOutcome {
             }
             Ok(())
         }
+        Scenario::Mic => crate::mic::stream(&mut ws, &plan, &mut outcome).await,
         Scenario::Abandon => Err("the abandon scenario runs its own sessions (abandon::run)".into()),
     };
     if let Err(e) = result {
@@ -268,16 +287,9 @@ pub async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
                                 let (Some(end), Some(audio)) = (speech_end, first_audio) else {
                                     return Err("response without audio".into());
                                 };
-                                let t = &v["timings"];
                                 return Ok(Turn {
                                     client_v2v_ms: (audio - end).as_secs_f64() * 1000.0,
-                                    server: ServerTimings {
-                                        stt_ms: t["stt_ms"].as_f64(),
-                                        retrieval_ms: t["retrieval_ms"].as_f64(),
-                                        llm_first_token_ms: t["llm_first_token_ms"].as_f64(),
-                                        tts_first_audio_ms: t["tts_first_audio_ms"].as_f64(),
-                                        voice_to_voice_ms: t["voice_to_voice_ms"].as_f64(),
-                                    },
+                                    server: ServerTimings::from_json(&v["timings"]),
                                 });
                             }
                             _ => {}

@@ -117,3 +117,59 @@ async fn ask_and_leave_runs_to_its_report() {
     assert!(report.alone.iter().chain(&report.after).all(|t| t.client_v2v_ms > 0.0), "{}", report.table());
     assert!(report.jobs_ran > 0, "{}", report.table());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_microphones_run_to_their_report() {
+    // Noise and echo throughout; every session asks at least once.
+    let report = run(args(&[
+        "--scenario",
+        "mic",
+        "--sessions",
+        "5",
+        "--interval-secs",
+        "8",
+        "--hold-secs",
+        "18",
+        "--noise-dbfs",
+        "-45",
+        "--echo-gain-db",
+        "-6",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!((report.connected, report.dropped), (5, 0), "{}", report.table());
+    // Not `mic.valid`: with the other smoke runs sharing the machine, a few frames may
+    // go out late; the table says so.
+    let mic = report.mic.as_ref().expect("a mic summary");
+    assert!(mic.questions_asked >= 5 && mic.questions_answered > 0, "{}", report.table());
+    // 50 frames a second for the whole hold.
+    assert!(mic.frames_sent >= 5 * 17 * 50, "{}", report.table());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_microphones_barge_in_and_time_the_clear() {
+    // One question per session; half a second into each answer (the reference's answers
+    // play for seconds) the user says "Stop. What about the oil filter?" over it.
+    let report = run(args(&[
+        "--scenario",
+        "mic",
+        "--sessions",
+        "3",
+        "--interval-secs",
+        "12",
+        "--hold-secs",
+        "18",
+        "--barge-in-after-ms",
+        "500",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!((report.connected, report.dropped), (3, 0), "{}", report.table());
+    let mic = report.mic.as_ref().expect("a mic summary");
+    assert!(mic.questions_answered > 0 && mic.barge_ins_attempted > 0, "{}", report.table());
+    // The sessions stream on until every barge-in is decided: cleared, or played out.
+    assert_eq!(mic.barge_ins_attempted, mic.barge_ins_confirmed + mic.barge_ins_missed, "{}", report.table());
+    assert_eq!(mic.barge_in_onset_to_clear_ms.count, mic.barge_ins_confirmed, "{}", report.table());
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["mic"]["barge_in_after_ms"], 500, "{json}");
+}

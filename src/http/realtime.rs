@@ -1,5 +1,6 @@
-//! `GET /v1/realtime`: authenticates before the upgrade (a role that may talk), reserves a
-//! session slot, negotiates the wire dialect, then hands the socket to the session task.
+//! `GET /v1/realtime`: authenticates before the upgrade (a role that may talk), takes back
+//! a parked session when `?resume=<token>` is given, reserves a session slot, negotiates
+//! the wire dialect, then hands the socket to the session task.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use super::server::Connection;
 use crate::app::App;
 use crate::auth::Action;
 use crate::error::AppError;
-use crate::session::connection;
 use crate::session::dialect::Dialect;
+use crate::session::websocket;
 
 pub async fn upgrade(
     State(app): State<Arc<App>>,
@@ -37,9 +38,36 @@ pub async fn upgrade(
             return AppError::from(e).into_response();
         }
     };
-    let guard = match app.sessions.register(&claims.tenant, &claims.sub, connection::TRANSPORT) {
+    // A resume is checked before a slot is taken: a refused one holds nothing.
+    let resumed = match query.get("resume") {
+        None => None,
+        Some(token) => {
+            let taken = app.resumer.verify(token, &claims).and_then(|id| app.resumer.take(id));
+            match taken {
+                Ok(state) => {
+                    app.metrics.resume("resumed");
+                    Some(state)
+                }
+                Err(e) => {
+                    let e = AppError::from(e);
+                    app.metrics.resume(e.code().as_str());
+                    app.metrics.error(e.code().as_str());
+                    tracing::info!(reason = e.code().as_str(), "resume refused");
+                    return e.into_response();
+                }
+            }
+        }
+    };
+    let registered = match &resumed {
+        Some(state) => app.sessions.register_as(state.session_id, &claims.tenant, &claims.sub, websocket::TRANSPORT),
+        None => app.sessions.register(&claims.tenant, &claims.sub, websocket::TRANSPORT),
+    };
+    let guard = match registered {
         Ok(g) => g,
         Err(e) => {
+            if let Some(state) = resumed {
+                app.resumer.park(state); // refused for now (full, draining): it may be retried
+            }
             app.metrics.error(e.code().as_str());
             return e.into_response();
         }
@@ -51,6 +79,6 @@ pub async fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| connection::run(socket, app, claims, guard, dialect))
+        .on_upgrade(move |socket| websocket::run(socket, app, claims, guard, dialect, resumed))
         .into_response()
 }

@@ -39,6 +39,7 @@ mod tests {
                 score: 1.0,
             }],
             max_tokens: 10,
+            history: Vec::new(),
         };
         assert_eq!(
             answer(&req).unwrap(),

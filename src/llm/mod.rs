@@ -40,6 +40,8 @@ pub struct AnswerRequest {
     /// without evidence the turn says it found nothing and asks no model).
     pub evidence: Vec<Evidence>,
     pub max_tokens: usize,
+    /// The conversation so far, oldest first: (question, the part of the answer heard).
+    pub history: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -33,11 +33,16 @@ pub fn excerpts(req: &AnswerRequest) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The system prompt, the conversation so far (so a follow-up reads in context), then
+/// the evidence and the question.
 pub fn messages(req: &AnswerRequest) -> Vec<ChatMessage> {
-    vec![
-        ChatMessage { role: Role::System, content: req.system_prompt.clone() },
-        ChatMessage { role: Role::User, content: grounded_user_message(&excerpts(req), &req.question) },
-    ]
+    let mut messages = vec![ChatMessage { role: Role::System, content: req.system_prompt.clone() }];
+    for (question, answer) in &req.history {
+        messages.push(ChatMessage { role: Role::User, content: question.clone() });
+        messages.push(ChatMessage { role: Role::Assistant, content: answer.clone() });
+    }
+    messages.push(ChatMessage { role: Role::User, content: grounded_user_message(&excerpts(req), &req.question) });
+    messages
 }
 
 #[cfg(test)]
@@ -63,6 +68,7 @@ mod tests {
             passages: vec![passage("A", 1), passage("The B Guide", 2)],
             evidence: vec![e(1, "B one."), e(0, "A one."), e(1, "B two.")],
             max_tokens: 10,
+            history: vec![("Earlier?".into(), "Earlier answer.".into())],
         };
         assert_eq!(
             excerpts(&req),
@@ -73,5 +79,9 @@ mod tests {
         );
         assert_eq!(source_sentence(&req.passages[1]), "From The B Guide, page 2.");
         assert_eq!(source_sentence(&req.passages[0]), "From the A, page 1.");
+        let m = messages(&req);
+        let roles: Vec<Role> = m.iter().map(|m| m.role).collect();
+        assert_eq!(roles, vec![Role::System, Role::User, Role::Assistant, Role::User], "history before the question");
+        assert_eq!(m[2].content, "Earlier answer.");
     }
 }

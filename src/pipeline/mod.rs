@@ -6,6 +6,7 @@
 
 pub mod cancel;
 pub mod engines;
+pub mod followup;
 pub mod profile;
 pub mod providers;
 pub mod turn;

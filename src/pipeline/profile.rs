@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::rag::evidence::EvidenceConfig;
 pub use crate::rag::retrieve::RetrievalConfig;
+pub use crate::session::history::{ConversationConfig, Rewrite};
+pub use crate::session::interruption::InterruptConfig;
 use crate::voice::endpoint::EndpointConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +26,12 @@ pub struct Profile {
     pub selectable: bool,
     #[serde(default)]
     pub vad: EndpointConfig,
+    /// What it takes to interrupt an answer (barge-in evidence, echo guard).
+    #[serde(default)]
+    pub interrupt: InterruptConfig,
+    /// History kept for follow-up questions, partial transcripts.
+    #[serde(default)]
+    pub conversation: ConversationConfig,
     #[serde(default)]
     pub stt: SttConfig,
     #[serde(default)]

@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::error::ErrorCode;
-use crate::llm::{AnswerRequest, LlmError, extractive, local, openai, prompt};
+use crate::llm::{AnswerRequest, ChatMessage, LlmError, extractive, local, openai, prompt};
 use crate::models::ModelError;
 use crate::voice::stt::openai::OpenAiTranscriber;
 use crate::voice::stt::whisper::Whisper;
@@ -32,19 +31,6 @@ pub enum StageError {
     Llm(#[from] LlmError),
 }
 
-impl StageError {
-    /// The stable code a client sees: a full queue is `overloaded` (retry shortly), not
-    /// a broken model.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            StageError::Pool(PoolError::Overloaded(_)) | StageError::Llm(LlmError::Pool(PoolError::Overloaded(_))) => {
-                ErrorCode::Overloaded
-            }
-            _ => ErrorCode::ModelUnavailable,
-        }
-    }
-}
-
 impl SttProvider {
     /// Transcribes mono 16 kHz audio; `hint` lists words the speaker is likely to use
     /// (the tenant's codes), or is empty.
@@ -52,6 +38,14 @@ impl SttProvider {
         match self {
             SttProvider::Whisper(pool) => Ok(pool.run(move |w| w.transcribe_with_hint(&pcm_16k, &hint)).await??),
             SttProvider::OpenAi(client) => Ok(client.transcribe(&pcm_16k, &hint).await?),
+        }
+    }
+
+    /// A quick draft transcript (no second pass): what speech over an answer was.
+    pub async fn transcribe_draft(&self, pcm_16k: Vec<f32>) -> Result<String, StageError> {
+        match self {
+            SttProvider::Whisper(pool) => Ok(pool.run(move |w| w.transcribe_draft(&pcm_16k)).await??),
+            SttProvider::OpenAi(client) => Ok(client.transcribe(&pcm_16k, "").await?),
         }
     }
 }
@@ -121,25 +115,57 @@ impl LlmProvider {
                 }
                 Ok(())
             }
+            _ => self.stream_messages(prompt::messages(&req), req.max_tokens, tx, cancel).await,
+        }
+    }
+
+    /// Streams a language model's reply to `messages` (nothing for the extractive answerer).
+    async fn stream_messages(
+        &self,
+        messages: Vec<ChatMessage>,
+        max_tokens: usize,
+        tx: mpsc::Sender<String>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<(), LlmError> {
+        match self {
+            LlmProvider::Extractive => Ok(()),
             LlmProvider::Local(pool) => {
-                let messages = prompt::messages(&req);
-                let max_tokens = req.max_tokens;
                 pool.run(move |llm| {
                     let mut on_text =
                         |piece: &str| !cancel.load(Ordering::Relaxed) && tx.blocking_send(piece.to_string()).is_ok();
-                    llm.generate(&messages, max_tokens, &mut on_text).map(|_| ())
+                    llm.generate(&messages, max_tokens, &mut on_text).map(crate::metrics::llm_tokens)
                 })
                 .await??;
                 Ok(())
             }
-            LlmProvider::OpenAi(client) => client.stream(prompt::messages(&req), req.max_tokens, tx, cancel).await,
+            LlmProvider::OpenAi(client) => client.stream(messages, max_tokens, tx, cancel).await,
         }
+    }
+
+    /// A language model's whole reply to `messages` (empty for the extractive answerer).
+    pub async fn complete(
+        &self,
+        messages: Vec<ChatMessage>,
+        max_tokens: usize,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<String, LlmError> {
+        let (tx, mut rx) = mpsc::channel::<String>(64);
+        let collect = async {
+            let mut text = String::new();
+            while let Some(piece) = rx.recv().await {
+                text.push_str(&piece);
+            }
+            text
+        };
+        let (done, text) = tokio::join!(self.stream_messages(messages, max_tokens, tx, cancel), collect);
+        done.map(|_| text)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn a_full_queue_is_overloaded_not_a_broken_model() {

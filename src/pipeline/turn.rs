@@ -2,15 +2,17 @@
 //! sentence-by-sentence speech, with per-stage timings. Speech for the first sentence
 //! starts while the answerer is still writing the rest.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::Pipeline;
 use super::cancel::Cancel;
+use super::followup;
+use super::profile::Rewrite;
 use super::providers::StageError;
-use crate::audio::pcm::encode_pcm16;
+use crate::audio::pcm::{encode_pcm16, rms_dbfs};
 use crate::audio::resample::resample;
 use crate::error::ErrorCode;
 use crate::llm::AnswerRequest;
@@ -22,7 +24,11 @@ use crate::rag::KnowledgeBase;
 use crate::rag::evidence::Evidence;
 use crate::rag::retrieve::Passage;
 use crate::session::dialect::Outbox;
-use crate::session::protocol::{Citation, ResponseStatus, ServerEvent, Timings};
+use crate::session::history::Exchange;
+use crate::session::playback::Playback;
+use crate::session::protocol::{
+    Citation, ErrorBody, ItemInfo, ItemRole, ResponseStatus, ServerEvent, Timings, answer_item_id,
+};
 use crate::voice::sentences::SentenceSplitter;
 use crate::workers::PoolError;
 
@@ -36,25 +42,33 @@ pub enum Question {
     Text(String),
 }
 
-/// How much answer audio a turn has sent, and when the first frame went: the client
-/// plays it in real time from then, so the answer is still being heard until
-/// `playing_until` although the turn has long finished sending.
+/// What a turn has established, for the session's history: written as the turn goes,
+/// read by the session when the turn ends or is cut short.
 #[derive(Debug, Default)]
-pub struct Playback {
-    first_audio: std::sync::OnceLock<Instant>,
-    audio_us: std::sync::atomic::AtomicU64,
+pub struct TurnRecord {
+    /// The question as heard, and as retrieval saw it.
+    pub question: Mutex<Option<(String, String)>>,
+    /// Everything the answer has said so far.
+    pub said: Mutex<String>,
+    /// `response.created` was sent (so a `response.done` is owed).
+    created: std::sync::atomic::AtomicBool,
 }
 
-impl Playback {
-    fn sent(&self, micros: u64) {
-        self.first_audio.get_or_init(Instant::now);
-        self.audio_us.fetch_add(micros, std::sync::atomic::Ordering::AcqRel);
+impl TurnRecord {
+    pub fn created(&self) -> bool {
+        self.created.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// When the client will have played all audio sent so far; `None` before any.
-    pub fn playing_until(&self) -> Option<Instant> {
-        let micros = self.audio_us.load(std::sync::atomic::Ordering::Acquire);
-        self.first_audio.get().map(|t| *t + std::time::Duration::from_micros(micros))
+    fn heard(&self, question: &str, standalone: &str) {
+        if let Ok(mut q) = self.question.lock() {
+            *q = Some((question.to_string(), standalone.to_string()));
+        }
+    }
+
+    fn said(&self, text: &str) {
+        if let Ok(mut said) = self.said.lock() {
+            said.push_str(text);
+        }
     }
 }
 
@@ -78,6 +92,9 @@ pub struct TurnContext {
     pub audio_seq: u64,
     pub playback: Arc<Playback>,
     pub response_id: String,
+    /// The conversation before this turn, oldest first.
+    pub history: Vec<Exchange>,
+    pub record: Arc<TurnRecord>,
 }
 
 fn ms_since(t: Instant) -> f64 {
@@ -119,20 +136,66 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
     }
     let response_id = ctx.response_id.clone();
     ctx.send(ServerEvent::ResponseCreated { response_id: response_id.clone() }).await;
+    ctx.record.created.store(true, std::sync::atomic::Ordering::Release);
+    let item = ItemInfo {
+        id: answer_item_id(&response_id),
+        role: ItemRole::Assistant,
+        response_id: Some(response_id.clone()),
+    };
+    ctx.send(ServerEvent::ItemCreated { item }).await;
 
+    let outcome = respond(&ctx, &question, ended_at, &mut timings).await;
+    timings.total_ms = ms_since(ended_at);
+    let Outcome { status, text, error } = outcome;
+    ctx.metrics.turn_finished(match status {
+        ResponseStatus::Completed => "completed",
+        ResponseStatus::Cancelled => "cancelled",
+        ResponseStatus::Failed => "failed",
+    });
+    tracing::info!(
+        %response_id, status = ?status, error = ?error.as_ref().map(|e| e.code.as_str()), stt_ms = ?timings.stt_ms,
+        retrieval_ms = ?timings.retrieval_ms, llm_first_token_ms = ?timings.llm_first_token_ms,
+        tts_first_audio_ms = ?timings.tts_first_audio_ms, voice_to_voice_ms = ?timings.voice_to_voice_ms, "turn done"
+    );
+    ctx.send(ServerEvent::ResponseDone { response_id, status, text, timings, error }).await;
+}
+
+/// How a response ended: exactly one per `response.created`.
+struct Outcome {
+    status: ResponseStatus,
+    text: String,
+    error: Option<ErrorBody>,
+}
+
+impl Outcome {
+    fn cancelled(text: String) -> Self {
+        Outcome { status: ResponseStatus::Cancelled, text, error: None }
+    }
+
+    fn failed(text: String, error: ErrorBody) -> Self {
+        Outcome { status: ResponseStatus::Failed, text, error: Some(error) }
+    }
+}
+
+/// From the question to the last audio frame: standalone question, retrieval, evidence,
+/// the answer spoken, citations.
+async fn respond(ctx: &TurnContext, question: &str, ended_at: Instant, timings: &mut Timings) -> Outcome {
     let profile = &ctx.pipeline.profile;
+    let Some(standalone) = ctx.cancel.unless_cancelled(standalone_question(ctx, question)).await else {
+        return Outcome::cancelled(String::new());
+    };
+    if standalone != question {
+        tracing::info!(%question, %standalone, "follow-up question rewritten for retrieval");
+    }
+    ctx.record.heard(question, &standalone);
     let found = async {
         let (passages, rt) =
-            ctx.kb.retrieve(&ctx.tenant, ctx.equipment.as_deref(), &question, &profile.retrieval).await?;
-        let evidence = ctx.kb.evidence(&profile.evidence, &ctx.tenant, &question, &passages).await?;
+            ctx.kb.retrieve(&ctx.tenant, ctx.equipment.as_deref(), &standalone, &profile.retrieval).await?;
+        let evidence = ctx.kb.evidence(&profile.evidence, &ctx.tenant, &standalone, &passages).await?;
         Ok::<_, crate::rag::RagError>((passages, evidence, rt))
     };
     let Some(found) = ctx.cancel.unless_cancelled(found).await else {
-        let timings = Timings { total_ms: ms_since(ended_at), ..timings };
-        ctx.metrics.turn_finished("cancelled");
-        let (status, text) = (ResponseStatus::Cancelled, String::new());
-        ctx.send(ServerEvent::ResponseDone { response_id, status, text, timings }).await;
-        return;
+        return Outcome::cancelled(String::new());
     };
     let (passages, mut evidence) = match found {
         Ok((passages, evidence, rt)) => {
@@ -144,16 +207,7 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
         }
         Err(e) => {
             tracing::warn!(error = %e, "retrieval failed");
-            fail(&ctx, e.code(), "searching the manuals failed").await;
-            let timings = Timings { total_ms: ms_since(ended_at), ..timings };
-            ctx.send(ServerEvent::ResponseDone {
-                response_id,
-                status: ResponseStatus::Failed,
-                text: String::new(),
-                timings,
-            })
-            .await;
-            return;
+            return Outcome::failed(String::new(), fail(ctx, e.code(), "searching the manuals failed").await);
         }
     };
     if let Some(best) = evidence.first() {
@@ -163,26 +217,43 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
     evidence.retain(|e| e.score >= profile.evidence.min_score);
     evidence.truncate(profile.evidence.max_sentences);
 
-    let (status, text, cited) =
-        answer(&ctx, &response_id, &question, &passages, evidence, ended_at, &mut timings).await;
+    let (outcome, cited) = answer(ctx, question, &passages, evidence, ended_at, timings).await;
     let citations = cited
         .iter()
         .filter_map(|&i| passages.get(i))
         .map(|p| Citation { manual_id: p.manual_id.to_string(), title: p.title.clone(), page: p.page, score: p.score })
         .collect();
-    ctx.send(ServerEvent::Citations { response_id: response_id.clone(), citations }).await;
-    timings.total_ms = ms_since(ended_at);
-    ctx.metrics.turn_finished(match status {
-        ResponseStatus::Completed => "completed",
-        ResponseStatus::Cancelled => "cancelled",
-        ResponseStatus::Failed => "failed",
-    });
-    tracing::info!(
-        %response_id, status = ?status, stt_ms = ?timings.stt_ms, retrieval_ms = ?timings.retrieval_ms,
-        llm_first_token_ms = ?timings.llm_first_token_ms, tts_first_audio_ms = ?timings.tts_first_audio_ms,
-        voice_to_voice_ms = ?timings.voice_to_voice_ms, "turn done"
-    );
-    ctx.send(ServerEvent::ResponseDone { response_id, status, text, timings }).await;
+    ctx.send(ServerEvent::Citations { response_id: ctx.response_id.clone(), citations }).await;
+    outcome
+}
+
+/// Longest a language model may take to rewrite a follow-up before the terms are used.
+const REWRITE_TIMEOUT: Duration = Duration::from_secs(3);
+const REWRITE_TOKENS: usize = 48;
+
+/// The question as retrieval should see it: a follow-up made to stand alone.
+async fn standalone_question(ctx: &TurnContext, question: &str) -> String {
+    let conversation = &ctx.pipeline.profile.conversation;
+    let Some(previous) = ctx.history.last().filter(|_| conversation.rewrite != Rewrite::Off) else {
+        return question.to_string();
+    };
+    if conversation.rewrite == Rewrite::Llm
+        && ctx.pipeline.llm.is_generative()
+        && followup::is_follow_up(question, previous)
+    {
+        let history: Vec<&Exchange> = ctx.history.iter().collect();
+        let messages = followup::rewrite_messages(question, &history);
+        let rewrite = ctx.pipeline.llm.complete(messages, REWRITE_TOKENS, ctx.cancel.flag());
+        match tokio::time::timeout(REWRITE_TIMEOUT, rewrite).await {
+            Ok(Ok(text)) => match followup::accept_rewrite(&text) {
+                Some(rewritten) => return rewritten,
+                None => tracing::info!(%text, "language model rewrite not usable; carrying terms"),
+            },
+            Ok(Err(e)) => tracing::warn!(error = %e, "follow-up rewrite failed; carrying terms"),
+            Err(_) => tracing::warn!("follow-up rewrite timed out; carrying terms"),
+        }
+    }
+    followup::by_terms(question, Some(previous))
 }
 
 /// Characters of the tenant's codes given to speech recognition as context.
@@ -219,6 +290,7 @@ async fn transcript(
         Err(e) => {
             tracing::warn!(error = %e, "transcription failed");
             fail(ctx, e.code(), "speech recognition failed").await;
+            ctx.metrics.turn_finished("failed");
             return None;
         }
     };
@@ -240,10 +312,12 @@ async fn transcript(
     Some(transcript)
 }
 
-async fn fail(ctx: &TurnContext, code: ErrorCode, message: &str) {
+/// Reports a failure as an `error` event; returns it for the `response.done` that follows.
+async fn fail(ctx: &TurnContext, code: ErrorCode, message: &str) -> ErrorBody {
     ctx.metrics.error(code.as_str());
-    ctx.metrics.turn_finished("failed");
-    ctx.send(ServerEvent::error(code, message)).await;
+    let error = ErrorBody::new(code, message);
+    ctx.send(ServerEvent::Error { error: error.clone() }).await;
+    error
 }
 
 /// How an answer's text came to be.
@@ -271,17 +345,17 @@ impl AnswerKind {
     }
 }
 
-/// Streams the answer's text and speech; returns the status, the full text and the
-/// passages it cites (indexes into `passages`, the answer's own source first).
+/// Streams the answer's text and speech; returns how it ended and the passages it cites
+/// (indexes into `passages`, the answer's own source first).
 async fn answer(
     ctx: &TurnContext,
-    response_id: &str,
     question: &str,
     passages: &[Passage],
     evidence: Vec<Evidence>,
     ended_at: Instant,
     timings: &mut Timings,
-) -> (ResponseStatus, String, Vec<usize>) {
+) -> (Outcome, Vec<usize>) {
+    let response_id = ctx.response_id.as_str();
     let profile = &ctx.pipeline.profile;
     let llm_started = Instant::now();
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(16);
@@ -303,6 +377,7 @@ async fn answer(
         passages: passages.to_vec(),
         evidence,
         max_tokens: profile.llm.max_tokens,
+        history: ctx.history.iter().map(|e| (e.question.clone(), e.answer.clone())).collect(),
     };
     let mut said = Said {
         ctx,
@@ -313,7 +388,7 @@ async fn answer(
         speech: SentenceSplitter::default(),
     };
 
-    let mut llm_ok = true;
+    let mut llm_error = None;
     let kind = if req.evidence.is_empty() {
         // Nothing to ground an answer in: say so rather than let a model guess.
         said.say(&profile.llm.no_answer).await;
@@ -324,8 +399,8 @@ async fn answer(
         }
         AnswerKind::Extractive
     } else {
-        let (kind, ok) = generate(ctx, &req, &mut said).await;
-        llm_ok = ok;
+        let (kind, error) = generate(ctx, &req, &mut said).await;
+        llm_error = error;
         kind
     };
     if let Some(ms) = said.first {
@@ -355,7 +430,7 @@ async fn answer(
 
     let spoken = speaker.await;
     if ctx.cancelled() {
-        return (ResponseStatus::Cancelled, text, cited);
+        return (Outcome::cancelled(text), cited);
     }
     match spoken {
         Ok(Ok(Some(first_audio))) => {
@@ -369,21 +444,20 @@ async fn answer(
         Ok(Ok(None)) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "speech synthesis failed");
-            ctx.metrics.error(e.code().as_str());
-            ctx.send(ServerEvent::error(e.code(), "speech synthesis failed")).await;
-            return (ResponseStatus::Failed, text, cited);
+            let error = fail(ctx, e.code(), "speech synthesis failed").await;
+            return (Outcome::failed(text, error), cited);
         }
         Err(e) => {
             tracing::error!(error = %e, "speech task stopped");
-            return (ResponseStatus::Failed, text, cited);
+            let error = fail(ctx, ErrorCode::Internal, "speech synthesis stopped").await;
+            return (Outcome::failed(text, error), cited);
         }
     }
-    if !llm_ok && text.is_empty() {
-        ctx.metrics.error(ErrorCode::ModelUnavailable.as_str());
-        ctx.send(ServerEvent::error(ErrorCode::ModelUnavailable, "answer generation failed")).await;
-        return (ResponseStatus::Failed, text, cited);
+    if let Some(e) = llm_error.filter(|_| text.is_empty()) {
+        let error = fail(ctx, e.code(), "answer generation failed").await;
+        return (Outcome::failed(text, error), cited);
     }
-    (ResponseStatus::Completed, text, cited)
+    (Outcome { status: ResponseStatus::Completed, text, error: None }, cited)
 }
 
 /// What the answer has said so far: each sentence goes out as a text delta and to speech.
@@ -407,6 +481,7 @@ impl Said<'_> {
         self.first.get_or_insert_with(Instant::now);
         let delta = if self.text.is_empty() { sentence.to_string() } else { format!(" {sentence}") };
         self.text.push_str(&delta);
+        self.ctx.record.said(&delta);
         self.ctx.send(ServerEvent::TextDelta { response_id: self.response_id.to_string(), delta }).await;
         for piece in self.speech.push(&format!("{sentence} ")) {
             let _ = self.sentences.send(piece).await;
@@ -432,8 +507,8 @@ fn grounded(grounding: &mut Grounding, sentence: &str) -> bool {
 }
 
 /// Runs the language model and speaks what passes the grounding check. Returns how the
-/// answer was made and whether the model itself succeeded.
-async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -> (AnswerKind, bool) {
+/// answer was made and the model's own failure, if it failed.
+async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -> (AnswerKind, Option<StageError>) {
     let (text_tx, mut text_rx) = mpsc::channel::<String>(64);
     let producer = {
         let llm = ctx.pipeline.llm.clone();
@@ -468,31 +543,31 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     {
         said.say(&rest).await;
     }
-    let llm_ok = match producer.await {
-        Ok(Ok(())) => true,
+    let llm_error = match producer.await {
+        Ok(Ok(())) => None,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "answer generation failed");
-            false
+            Some(StageError::Llm(e))
         }
         Err(e) => {
             tracing::error!(error = %e, "answer task stopped");
-            false
+            Some(StageError::Pool(PoolError::Stopped("llm")))
         }
     };
     if ctx.cancelled() {
-        return (AnswerKind::Generated, llm_ok);
+        return (AnswerKind::Generated, llm_error);
     }
     if said.text.is_empty() {
         // Nothing trustworthy was written: read the best evidence instead.
         if let Some(text) = extractive::answer(req) {
             said.say(&text).await;
         }
-        return (AnswerKind::Fallback, llm_ok);
+        return (AnswerKind::Fallback, llm_error);
     }
     if let Some(best) = req.evidence.first().and_then(|e| req.passages.get(e.passage)) {
         said.say(&source_sentence(best)).await;
     }
-    (AnswerKind::Generated, llm_ok)
+    (AnswerKind::Generated, llm_error)
 }
 
 struct SpeakContext {
@@ -527,6 +602,7 @@ async fn speak(
             ctx.out.event(&started).await;
         }
         let frame_bytes = ctx.output_rate as usize * AUDIO_FRAME_MS / 1000 * 2;
+        let mut sent_samples = 0;
         for frame in pcm.chunks(frame_bytes.max(2)) {
             if ctx.cancel.is_cancelled() {
                 return Ok(first_audio);
@@ -534,7 +610,11 @@ async fn speak(
             if !ctx.out.audio(ctx.audio_seq, &ctx.response_id, frame).await {
                 return Ok(first_audio);
             }
-            ctx.playback.sent(frame.len() as u64 / 2 * 1_000_000 / ctx.output_rate as u64);
+            let frame_samples = frame.len() / 2;
+            let start = samples.len().min(sent_samples);
+            let level = rms_dbfs(&samples[start..samples.len().min(start + frame_samples)]);
+            sent_samples += frame_samples;
+            ctx.playback.sent(frame_samples as u64 * 1_000_000 / ctx.output_rate as u64, level);
             first_audio.get_or_insert_with(Instant::now);
         }
     }

@@ -10,9 +10,8 @@ pub mod terms;
 pub mod vocabulary;
 
 pub use fieldvox_formats::document as extract;
-use fieldvox_formats::document::DocumentError;
+pub use fieldvox_formats::document::DocumentError;
 
-use crate::error::ErrorCode;
 use crate::models::ModelError;
 use crate::store::StoreError;
 use crate::vector::VectorError;
@@ -32,20 +31,6 @@ pub enum RagError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Pool(#[from] PoolError),
-}
-
-impl RagError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            RagError::Document(DocumentError::UnsupportedType(_)) => ErrorCode::UnsupportedMediaType,
-            RagError::Document(_) => ErrorCode::InvalidDocument,
-            RagError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
-            RagError::Store(_) | RagError::Vector(_) => ErrorCode::Internal,
-            RagError::Model(_) => ErrorCode::ModelUnavailable,
-            RagError::Pool(PoolError::Overloaded(_)) => ErrorCode::Overloaded,
-            RagError::Pool(PoolError::Stopped(_)) => ErrorCode::ModelUnavailable,
-        }
-    }
 }
 
 use std::sync::Arc;

@@ -75,6 +75,17 @@ impl SessionManager {
     /// Reserves a slot, or refuses when the server is draining, full, or the user
     /// already holds `max_per_user` sessions (one user cannot take every slot).
     pub fn register(&self, tenant: &str, user: &str, transport: &'static str) -> Result<SessionGuard, AppError> {
+        self.register_as(Uuid::new_v4(), tenant, user, transport)
+    }
+
+    /// [`register`](Self::register) under a known id (a resumed session keeps its own).
+    pub fn register_as(
+        &self,
+        id: Uuid,
+        tenant: &str,
+        user: &str,
+        transport: &'static str,
+    ) -> Result<SessionGuard, AppError> {
         if self.is_draining() {
             return Err(AppError::Draining);
         }
@@ -92,7 +103,6 @@ impl SessionManager {
             }
             *open += 1;
         }
-        let id = Uuid::new_v4();
         let entry = SessionEntry { tenant: tenant.into(), user: user.into(), transport, opened_at: Instant::now() };
         inner.sessions.insert(id, entry);
         inner.metrics.session_opened(transport);

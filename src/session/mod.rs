@@ -1,10 +1,17 @@
-//! Realtime sessions: the wire protocol and its dialects, the connection manager and the
-//! per-session task.
+//! Realtime sessions: the transport-neutral session core (turns, turn-taking, history,
+//! resume), the WebSocket transport, the wire protocol and its dialects, and the
+//! connection manager.
 
-pub mod connection;
+pub mod core;
 pub mod dialect;
+pub mod echo;
+pub mod history;
+pub mod interruption;
 pub mod manager;
 pub mod openai;
+pub mod playback;
+pub mod resume;
+pub mod websocket;
 pub use fieldvox_formats::protocol;
 
 pub use manager::{SessionGuard, SessionManager};

@@ -8,7 +8,8 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::protocol::{ResponseStatus, ServerEvent, SessionInfo};
+pub use super::protocol::answer_item_id;
+use super::protocol::{ItemRole, ResponseStatus, ServerEvent, SessionInfo};
 
 /// The API's fixed PCM rate, both ways, until the client declares another.
 pub const SAMPLE_RATE: u32 = 24_000;
@@ -24,11 +25,6 @@ fn event(kind: &str, fields: Value) -> String {
         map.extend(fields);
     }
     value.to_string()
-}
-
-/// The id of the assistant message that carries a response's answer.
-pub fn answer_item_id(response_id: &str) -> String {
-    format!("item_{}", response_id.strip_prefix("resp_").unwrap_or(response_id))
 }
 
 fn session(info: &SessionInfo) -> Value {
@@ -50,6 +46,8 @@ fn session(info: &SessionInfo) -> Value {
         "equipment": info.equipment,
         "pipeline": info.pipeline,
         "limits": info.limits,
+        "resume_token": info.resume_token,
+        "resumed": info.resumed,
     })
 }
 
@@ -108,6 +106,31 @@ pub fn encode(native: &ServerEvent) -> Vec<String> {
             vec![event("input_audio_buffer.committed", json!({ "item_id": item_id, "previous_item_id": null }))]
         }
         ServerEvent::AudioCleared => vec![event("input_audio_buffer.cleared", json!({}))],
+        ServerEvent::ItemCreated { item } => {
+            let value = match item.role {
+                ItemRole::User => json!({
+                    "id": item.id, "object": "realtime.item", "type": "message", "role": "user",
+                    "status": "completed", "content": [{ "type": "input_audio", "transcript": null }],
+                }),
+                ItemRole::Assistant => answer_item(item.response_id.as_deref().unwrap_or_default(), "in_progress", ""),
+            };
+            vec![event("conversation.item.created", json!({ "previous_item_id": null, "item": value }))]
+        }
+        ServerEvent::ItemRetrieved { item } => {
+            let (role, content) = match item.role {
+                ItemRole::User => ("user", json!([{ "type": "input_audio", "transcript": item.text }])),
+                ItemRole::Assistant => ("assistant", json!([{ "type": "output_audio", "transcript": item.text }])),
+            };
+            vec![event(
+                "conversation.item.retrieved",
+                json!({ "item": { "id": item.id, "object": "realtime.item", "type": "message", "role": role,
+                                  "status": "completed", "content": content } }),
+            )]
+        }
+        ServerEvent::TranscriptionDelta { item_id, delta } => vec![event(
+            "conversation.item.input_audio_transcription.delta",
+            json!({ "item_id": item_id, "content_index": 0, "delta": delta }),
+        )],
         ServerEvent::TranscriptionCompleted { item_id, transcript } => vec![event(
             "conversation.item.input_audio_transcription.completed",
             json!({ "item_id": item_id, "content_index": 0, "transcript": transcript }),
@@ -135,7 +158,7 @@ pub fn encode(native: &ServerEvent) -> Vec<String> {
         }
         // The rate is the session's output rate, which OpenAI clients already know.
         ServerEvent::AudioStarted { .. } => Vec::new(),
-        ServerEvent::ResponseDone { response_id, status: s, text, timings } => {
+        ServerEvent::ResponseDone { response_id, status: s, text, timings, error } => {
             let item_status = if *s == ResponseStatus::Completed { "completed" } else { "incomplete" };
             let item = answer_item(response_id, item_status, text);
             let mut response = json!({
@@ -144,6 +167,10 @@ pub fn encode(native: &ServerEvent) -> Vec<String> {
             });
             if *s != ResponseStatus::Completed {
                 response["status_details"] = json!({ "type": status(*s) });
+            }
+            if let Some(e) = error {
+                response["status_details"]["error"] =
+                    json!({ "type": "server_error", "code": e.code, "message": e.message });
             }
             vec![
                 event("response.output_audio.done", part_of(response_id)),
@@ -190,7 +217,7 @@ pub fn audio_delta(response_id: &str, pcm: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use crate::session::protocol::Timings;
+    use crate::session::protocol::{ErrorBody, Timings};
 
     fn parse(events: Vec<String>) -> Vec<Value> {
         events.iter().map(|e| serde_json::from_str(e).expect("json")).collect()
@@ -209,6 +236,7 @@ mod tests {
             status: ResponseStatus::Completed,
             text: "38 newton meters.".into(),
             timings: Timings { total_ms: 12.0, ..Timings::default() },
+            error: None,
         }));
         let last = done.last().expect("response.done");
         assert_eq!(last["type"], "response.done");
@@ -216,6 +244,17 @@ mod tests {
         assert_eq!(last["response"]["output"][0]["content"][0]["transcript"], "38 newton meters.");
         assert_eq!(last["response"]["output"][0]["id"], answer_item_id("resp_1"));
         assert_eq!(last["timings"]["total_ms"], 12.0);
+
+        let failed = parse(encode(&ServerEvent::ResponseDone {
+            response_id: "resp_2".into(),
+            status: ResponseStatus::Failed,
+            text: String::new(),
+            timings: Timings::default(),
+            error: Some(ErrorBody::new(ErrorCode::ModelUnavailable, "answer generation failed")),
+        }));
+        let last = failed.last().expect("response.done");
+        assert_eq!(last["response"]["status"], "failed");
+        assert_eq!(last["response"]["status_details"]["error"]["code"], "model_unavailable");
     }
 
     #[test]

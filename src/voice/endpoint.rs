@@ -119,6 +119,9 @@ pub struct Endpointer {
     noise: NoiseFloor,
     /// The current energy gate (dBFS), from `noise` and the config.
     gate_dbfs: f32,
+    /// While an answer plays on a speakerphone its echo reaches the microphone: the gate
+    /// is raised to at least this (dBFS), set by the session from the outgoing level.
+    echo_gate_dbfs: Option<f32>,
     /// Milliseconds of audio seen so far in this stream.
     elapsed_ms: u64,
     speaking: bool,
@@ -130,12 +133,15 @@ pub struct Endpointer {
     /// Whether this pause was already offered for speculation.
     paused: bool,
     utterance: Vec<f32>,
+    /// Samples of pre-roll at the start of `utterance` (heard before speech was detected).
+    pre_roll_len: usize,
 }
 
 impl Endpointer {
     pub fn new(config: EndpointConfig) -> Self {
         Self {
             gate_dbfs: config.energy_gate_dbfs,
+            echo_gate_dbfs: None,
             config,
             noise: NoiseFloor::new(),
             elapsed_ms: 0,
@@ -145,6 +151,7 @@ impl Endpointer {
             silence: 0,
             paused: false,
             utterance: Vec::new(),
+            pre_roll_len: 0,
         }
     }
 
@@ -158,15 +165,40 @@ impl Endpointer {
 
     /// Windows quieter than this (dBFS) are silence: the caller need not ask the model.
     pub fn gate_dbfs(&self) -> f32 {
-        self.gate_dbfs
+        self.echo_gate_dbfs.map_or(self.gate_dbfs, |echo| echo.max(self.gate_dbfs))
+    }
+
+    /// The session's noise floor (dBFS): the quietest recent window outside speech.
+    pub fn noise_floor_dbfs(&self) -> f32 {
+        self.noise.floor().unwrap_or(self.config.energy_gate_dbfs - self.config.noise_margin_db)
+    }
+
+    /// Raises the gate to `gate_dbfs` while answer audio may be echoing back (`None` when
+    /// nothing plays).
+    pub fn set_echo_gate(&mut self, gate_dbfs: Option<f32>) {
+        self.echo_gate_dbfs = gate_dbfs;
+    }
+
+    /// Milliseconds of speech in the current utterance so far (0 when not speaking).
+    pub fn speech_ms(&self) -> u64 {
+        if !self.speaking {
+            return 0;
+        }
+        samples_to_ms(self.utterance.len().saturating_sub(self.silence + self.pre_roll_len))
+    }
+
+    /// The current utterance so far, if the user is speaking.
+    pub fn utterance_so_far(&self) -> Option<Vec<f32>> {
+        self.speaking.then(|| self.trimmed())
     }
 
     /// Called once per window with its level, before [`push`](Self::push): whether the
     /// window may be speech (is at or above the gate, so worth asking the model). Outside
-    /// speech the level also feeds the noise floor (a long utterance must not raise it).
+    /// speech and echo the level also feeds the noise floor (a long utterance, or an
+    /// answer's echo, must not raise it).
     pub fn may_be_speech(&mut self, level_dbfs: f32) -> bool {
-        let above = level_dbfs >= self.gate_dbfs;
-        if !self.speaking {
+        let above = level_dbfs >= self.gate_dbfs();
+        if !self.speaking && self.echo_gate_dbfs.is_none() {
             self.noise.observe(level_dbfs);
             if let Some(floor) = self.noise.floor() {
                 let c = &self.config;
@@ -197,6 +229,7 @@ impl Endpointer {
             self.speaking = true;
             self.silence = 0;
             self.utterance = std::mem::take(&mut self.recent);
+            self.pre_roll_len = self.utterance.len().saturating_sub(self.speech_windows as usize * WINDOW);
             let start = self.elapsed_ms.saturating_sub(self.speech_windows * WINDOW_MS);
             return Some(Endpoint::SpeechStarted { audio_start_ms: start });
         }
@@ -209,7 +242,7 @@ impl Endpointer {
             self.silence + window.len()
         } else {
             // Speech, but it may have stopped partway through the window.
-            quiet_tail(window, self.gate_dbfs)
+            quiet_tail(window, self.gate_dbfs())
         };
         let too_long = samples_to_ms(self.utterance.len()) >= self.config.max_utterance_ms;
         if self.silence >= ms_to_samples(self.config.end_of_speech_ms) || too_long {
@@ -233,7 +266,7 @@ impl Endpointer {
         if !self.speaking || partial.is_empty() {
             return None;
         }
-        let quiet = quiet_tail(partial, self.gate_dbfs);
+        let quiet = quiet_tail(partial, self.gate_dbfs());
         if quiet == partial.len() && self.silence + quiet >= ms_to_samples(self.config.end_of_speech_ms) {
             // The partial samples stay with the input for their window; they are not counted twice.
             return Some(self.finish(samples_to_ms(partial.len())));

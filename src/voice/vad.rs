@@ -1,11 +1,13 @@
 //! Silero VAD, batched across sessions.
 //!
-//! One service thread owns the ONNX session. Sessions send 32 ms windows with their own
-//! recurrent state; the thread takes everything queued (up to a batch limit) and runs it
-//! as one batch, so a thousand talking sessions cost a handful of inference calls, not a
-//! thousand. Windows below the energy gate never get here (see `endpoint`).
+//! Service threads each own an ONNX session and share one queue. Sessions send 32 ms
+//! windows with their own recurrent state; a free thread takes everything queued (up to a
+//! batch limit) and runs it as one batch, so a thousand talking sessions cost a handful of
+//! inference calls, not a thousand, and a second thread takes the next batch while the
+//! first runs. Windows below the energy gate never get here (see `endpoint`).
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -112,13 +114,28 @@ pub struct VadService {
 }
 
 impl VadService {
-    pub fn spawn(paths: &ModelPaths, threads: usize, queue_depth: usize) -> Result<Self, ModelError> {
-        let mut vad = SileroVad::load(paths, threads)?;
+    /// `services` threads (0 = one per core), each with `onnx_threads` for its model.
+    pub fn spawn(
+        paths: &ModelPaths,
+        onnx_threads: usize,
+        queue_depth: usize,
+        services: usize,
+    ) -> Result<Self, ModelError> {
+        let services = match services {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let (tx, rx) = sync_channel::<Request>(queue_depth);
-        std::thread::Builder::new()
-            .name("vad".into())
-            .spawn(move || serve(&mut vad, &rx))
-            .map_err(|e| ModelError::load("silero-vad", e))?;
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..services {
+            let mut vad = SileroVad::load(paths, onnx_threads)?;
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("vad-{i}"))
+                .spawn(move || serve(&mut vad, &rx))
+                .map_err(|e| ModelError::load("silero-vad", e))?;
+        }
+        tracing::debug!(services, "vad threads started");
         Ok(Self { tx })
     }
 
@@ -140,19 +157,31 @@ impl VadService {
     }
 }
 
-fn serve(vad: &mut SileroVad, rx: &Receiver<Request>) {
+/// Takes the next batch: waits for one request, then whatever else is already queued.
+/// The queue is held only while taking, so another thread takes the batch after.
+fn next_batch(rx: &Mutex<Receiver<Request>>, batch: &mut Vec<Request>) -> bool {
+    let Ok(rx) = rx.lock() else { return false };
+    let Ok(first) = rx.recv() else { return false };
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+fn serve(vad: &mut SileroVad, rx: &Mutex<Receiver<Request>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut windows = Vec::with_capacity(MAX_BATCH);
     let mut states = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(Request { window, state, reply }) = next.take() {
+    while next_batch(rx, &mut batch) {
+        for Request { window, state, reply } in batch.drain(..) {
             windows.push(window);
             states.push(state);
             replies.push(reply);
-            if replies.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
         }
         match vad.score(&windows, &mut states) {
             Ok(probs) => {

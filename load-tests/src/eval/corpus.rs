@@ -1,6 +1,7 @@
 //! The benchmark's data: manuals of several tenants (text pages, turned into real PDFs
 //! before ingest so extraction is exercised) and questions with the facts a right answer
-//! states, the manual and page that hold them, or none when no manual answers.
+//! states, the manual and page that hold them, or none when no manual answers; and
+//! two-turn dialogues, a question then a follow-up that leans on it, scored the same way.
 
 use std::path::Path;
 
@@ -53,10 +54,59 @@ impl Question {
     }
 }
 
+/// One question of a dialogue: a `Question` of the dialogue's tenant, without an id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    pub text: String,
+    /// Every one must appear in a right answer; numbers are compared as numbers.
+    pub facts: Vec<String>,
+    pub manual: Option<String>,
+    pub page: Option<u32>,
+    pub kind: Kind,
+}
+
+impl Turn {
+    pub fn answerable(&self) -> bool {
+        self.kind != Kind::Unanswerable
+    }
+}
+
+/// Two questions asked in one session: the first stands alone (it names the equipment),
+/// the follow-up leans on it ("and what's its part number?") and is ambiguous without it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dialogue {
+    pub id: String,
+    pub tenant: String,
+    pub first: Turn,
+    pub follow_up: Turn,
+}
+
+impl Dialogue {
+    /// The first question and the follow-up as questions to ask and score like any other
+    /// (ids `<dialogue>/first` and `<dialogue>/follow-up`).
+    pub fn questions(&self) -> [Question; 2] {
+        let question = |turn: &Turn, part: &str| Question {
+            id: format!("{}/{part}", self.id),
+            tenant: self.tenant.clone(),
+            text: turn.text.clone(),
+            facts: turn.facts.clone(),
+            manual: turn.manual.clone(),
+            page: turn.page,
+            kind: turn.kind,
+            noisy: false,
+        };
+        [question(&self.first, "first"), question(&self.follow_up, "follow-up")]
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Corpus {
     pub manuals: Vec<Manual>,
     pub questions: Vec<Question>,
+    /// From `dialogues.toml`; none when the folder has no such file.
+    pub dialogues: Vec<Dialogue>,
 }
 
 #[derive(Deserialize)]
@@ -69,9 +119,16 @@ struct QuestionsFile {
     question: Vec<Question>,
 }
 
+#[derive(Deserialize)]
+struct DialoguesFile {
+    #[serde(default)]
+    dialogue: Vec<Dialogue>,
+}
+
 impl Corpus {
-    /// Reads `corpus.toml`, `questions.toml` and the manuals under `dir`, and checks that
-    /// every answerable question names a page that exists.
+    /// Reads `corpus.toml`, `questions.toml`, `dialogues.toml` (if there is one) and the
+    /// manuals under `dir`, and checks that every answerable question, of the dialogues
+    /// too, names a page that exists.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()))
@@ -82,18 +139,25 @@ impl Corpus {
         }
         let questions = toml::from_str::<QuestionsFile>(&read("questions.toml")?).context("questions.toml")?.question;
         for q in &questions {
-            if let (Some(title), Some(page)) = (&q.manual, q.page) {
-                let Some(m) = manuals.iter().find(|m| m.tenant == q.tenant && &m.title == title) else {
-                    bail!("question {}: tenant {} has no manual {title:?}", q.id, q.tenant);
-                };
-                if page == 0 || page as usize > m.pages.len() {
-                    bail!("question {}: {title:?} has no page {page}", q.id);
+            check(q, &manuals)?;
+        }
+        let dialogues = if dir.join("dialogues.toml").exists() {
+            toml::from_str::<DialoguesFile>(&read("dialogues.toml")?).context("dialogues.toml")?.dialogue
+        } else {
+            Vec::new()
+        };
+        {
+            let mut ids = std::collections::BTreeSet::new();
+            for d in &dialogues {
+                if !ids.insert(d.id.as_str()) {
+                    bail!("dialogue {} appears twice in dialogues.toml", d.id);
                 }
-            } else if q.answerable() {
-                bail!("question {} is answerable but names no manual and page", q.id);
+                for q in d.questions() {
+                    check(&q, &manuals)?;
+                }
             }
         }
-        Ok(Self { manuals, questions })
+        Ok(Self { manuals, questions, dialogues })
     }
 
     /// The text of a tenant's manual page, if it exists.
@@ -101,6 +165,21 @@ impl Corpus {
         let m = self.manuals.iter().find(|m| m.tenant == tenant && m.title == title)?;
         m.pages.get(page.checked_sub(1)? as usize).map(String::as_str)
     }
+}
+
+/// An answerable question must name a manual of its tenant and a page that exists.
+fn check(q: &Question, manuals: &[Manual]) -> anyhow::Result<()> {
+    if let (Some(title), Some(page)) = (&q.manual, q.page) {
+        let Some(m) = manuals.iter().find(|m| m.tenant == q.tenant && &m.title == title) else {
+            bail!("question {}: tenant {} has no manual {title:?}", q.id, q.tenant);
+        };
+        if page == 0 || page as usize > m.pages.len() {
+            bail!("question {}: {title:?} has no page {page}", q.id);
+        }
+    } else if q.answerable() {
+        bail!("question {} is answerable but names no manual and page", q.id);
+    }
+    Ok(())
 }
 
 /// Characters per line of the generated PDF pages.
@@ -203,6 +282,28 @@ mod tests {
             let page = corpus.page(&q.tenant, q.manual.as_deref().unwrap(), q.page.unwrap()).unwrap();
             for f in &q.facts {
                 assert!(page.to_lowercase().contains(&f.to_lowercase()), "{}: {f:?} not on its page", q.id);
+            }
+        }
+    }
+
+    #[test]
+    fn shipped_dialogues_load_and_every_fact_is_on_its_page() {
+        let corpus = Corpus::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("eval")).unwrap();
+        assert!(corpus.dialogues.len() >= 12);
+        let tenants: std::collections::BTreeSet<&str> = corpus.dialogues.iter().map(|d| d.tenant.as_str()).collect();
+        assert!(tenants.len() >= 3);
+        for d in &corpus.dialogues {
+            assert!(d.first.answerable(), "{}: the follow-up leans on a first question that has an answer", d.id);
+            for q in d.questions() {
+                let (Some(title), Some(page)) = (q.manual.as_deref(), q.page) else {
+                    assert!(!q.answerable() && q.facts.is_empty(), "{}", q.id);
+                    continue;
+                };
+                let page = corpus.page(&q.tenant, title, page).unwrap();
+                assert!(!q.facts.is_empty(), "{}: an answerable question states a fact", q.id);
+                for f in &q.facts {
+                    assert!(page.to_lowercase().contains(&f.to_lowercase()), "{}: {f:?} not on its page", q.id);
+                }
             }
         }
     }

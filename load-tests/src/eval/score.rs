@@ -99,6 +99,7 @@ mod tests {
                 manual("b", &["Change the oil every 3,000 hours. Fault E47 means fan failure."]),
             ],
             questions: Vec::new(),
+            dialogues: Vec::new(),
         }
     }
 

@@ -268,12 +268,24 @@ impl Whisper {
         }
         let mut parts = Vec::new();
         for chunk in pcm_16k.chunks(wh::N_SAMPLES) {
-            let text = self.transcribe_window(chunk)?;
+            let text = self.transcribe_window(chunk, true)?;
             if !text.is_empty() {
                 parts.push(text);
             }
         }
         Ok(parts.join(" "))
+    }
+
+    /// A quick draft: one pass on the fitted window, a doubtful result kept as it is (no
+    /// retry on the full window, which costs seconds). For deciding what speech over an
+    /// answer was, where speed matters more than every word.
+    pub fn transcribe_draft(&mut self, pcm_16k: &[f32]) -> Result<String, ModelError> {
+        if pcm_16k.iter().any(|s| !s.is_finite()) {
+            return Err(ModelError::input(MODEL, "samples must be finite"));
+        }
+        self.context.clear();
+        let window = &pcm_16k[..pcm_16k.len().min(wh::N_SAMPLES)];
+        self.transcribe_window(window, false)
     }
 
     /// Encoder frames to run for `samples` of audio under the current window policy.
@@ -289,7 +301,8 @@ impl Whisper {
         }
     }
 
-    fn transcribe_window(&mut self, pcm: &[f32]) -> Result<String, ModelError> {
+    /// `retry`: redo a doubtful result on the full window.
+    fn transcribe_window(&mut self, pcm: &[f32], retry: bool) -> Result<String, ModelError> {
         let energy = pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len().max(1) as f32;
         if energy.sqrt() < SILENCE_RMS {
             tracing::debug!(rms = energy.sqrt(), "whisper window below the silence level");
@@ -300,7 +313,7 @@ impl Whisper {
         let mut decoded = self.run_window(pcm, frames)?;
         // A shortened window is an approximation: redo a doubtful result the way Whisper was
         // trained (30 s) rather than return it.
-        if frames < full && !decoded.is_silence() && decoded.looks_degenerate() {
+        if retry && frames < full && !decoded.is_silence() && decoded.looks_degenerate() {
             tracing::debug!(frames, tokens = decoded.tokens.len(), "whisper retrying on the full window");
             decoded = self.run_window(pcm, full)?;
         }
