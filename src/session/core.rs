@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::dialect::Outbox;
-use super::echo::EchoGuard;
-use super::history::{Exchange, History};
+use super::echo::{CALIBRATE_UNTIL, EchoGuard};
+use super::history::{Exchange, History, heard_part};
 use super::interruption::{Verdict, judge};
 use super::playback::Playback;
 use super::protocol::{
@@ -49,6 +49,8 @@ pub enum Signal {
     /// Speech heard over an answer (candidate `candidate`) was transcribed; `whole` when
     /// the transcript covers the whole utterance.
     Heard { candidate: u64, transcript: String, whole: bool },
+    /// Time to judge a candidate held until its answer's echo path was measured.
+    Recheck { candidate: u64 },
 }
 
 /// The latest turn: running, or finished sending while its answer may still be playing.
@@ -83,10 +85,17 @@ struct Candidate {
     detected: Instant,
     /// The longest speech measured in it so far.
     speech_ms: u64,
+    /// Its loudest window, and the loudest answer audio playing meanwhile (dBFS): speech
+    /// never louder than the echo gate was the echo, even if the gate was not yet known.
+    loudest_db: f32,
+    playing_db: f32,
     /// A transcription of it is running.
     check: Option<JoinHandle<()>>,
     /// It ended (at this `audio_end_ms`) before it was judged.
     ended: Option<u64>,
+    /// A transcript that would interrupt, held until the echo path of the answer is
+    /// measured (it may be that answer's echo): (transcript, whole).
+    held: Option<(String, bool)>,
 }
 
 impl Drop for Candidate {
@@ -271,6 +280,17 @@ impl Session {
                 }
             }
             Signal::Heard { candidate, transcript, whole } => self.judge_candidate(candidate, transcript, whole).await,
+            Signal::Recheck { candidate } => {
+                // No microphone window came to end the measurement: end it with what came.
+                if let Some(turn) = self.turn.as_ref() {
+                    let floor = self.voice.as_ref().map_or(f32::NEG_INFINITY, |v| v.endpointer.noise_floor_dbfs());
+                    self.echo.settle(turn.seq, floor);
+                }
+                let held = self.candidate.as_mut().filter(|c| c.id == candidate).and_then(|c| c.held.take());
+                if let Some((transcript, whole)) = held {
+                    self.judge_candidate(candidate, transcript, whole).await;
+                }
+            }
         }
     }
 
@@ -470,9 +490,20 @@ impl Session {
         }
         while let Some(window) = self.voice.as_mut().and_then(VoiceInput::next_window) {
             let level = rms_dbfs(&window);
-            let echo_gate = self.echo_gate(level);
+            let (echo_gate, playing) = self.echo_gate(level);
             if let Some(v) = self.voice.as_mut() {
                 v.endpointer.set_echo_gate(echo_gate);
+            }
+            if let Some(c) = self.candidate.as_mut() {
+                c.loudest_db = c.loudest_db.max(level);
+                c.playing_db = c.playing_db.max(playing.unwrap_or(f32::NEG_INFINITY));
+            }
+            if self.echo_measured()
+                && let Some(c) = self.candidate.as_mut()
+                && let Some((transcript, whole)) = c.held.take()
+            {
+                let id = c.id;
+                self.judge_candidate(id, transcript, whole).await;
             }
             let prob = self.speech_probability(window, level).await;
             let Some(voice) = self.voice.as_mut() else { return };
@@ -505,14 +536,20 @@ impl Session {
     /// The gate the answer's echo cannot pass (a microphone window at `mic_db` also
     /// measures the echo path at an answer's start): `None` when nothing plays or no
     /// echo comes back.
-    fn echo_gate(&mut self, mic_db: f32) -> Option<f32> {
-        let turn = self.turn.as_ref()?;
-        let first = turn.playback.first_audio()?;
+    /// Whether the echo path of the answer playing now is known (true when none plays).
+    fn echo_measured(&self) -> bool {
+        self.turn.as_ref().is_none_or(|t| t.playback.first_audio().is_none() || self.echo.measured(t.seq))
+    }
+
+    /// Also returns the level of the answer playing.
+    fn echo_gate(&mut self, mic_db: f32) -> (Option<f32>, Option<f32>) {
+        let Some(turn) = self.turn.as_ref() else { return (None, None) };
+        let Some(first) = turn.playback.first_audio() else { return (None, None) };
         let now = Instant::now();
         let playing = turn.playback.level_between(now.checked_sub(ECHO_TAIL).unwrap_or(now), now);
         let floor = self.voice.as_ref().map_or(f32::NEG_INFINITY, |v| v.endpointer.noise_floor_dbfs());
         self.echo.observe(turn.seq, now.saturating_duration_since(first), playing, mic_db, floor);
-        playing.and_then(|p| self.echo.gate(p))
+        (playing.and_then(|p| self.echo.gate(p)), playing)
     }
 
     /// Silero's probability, or 0 without asking it when the window is below the gate.
@@ -546,7 +583,17 @@ impl Session {
             let id = self.next_seq;
             self.next_seq += 1;
             let detected = Instant::now();
-            self.candidate = Some(Candidate { id, audio_start_ms, detected, speech_ms: 0, check: None, ended: None });
+            self.candidate = Some(Candidate {
+                id,
+                audio_start_ms,
+                detected,
+                speech_ms: 0,
+                loudest_db: f32::NEG_INFINITY,
+                playing_db: f32::NEG_INFINITY,
+                check: None,
+                ended: None,
+                held: None,
+            });
             return;
         }
         if interrupts {
@@ -605,8 +652,27 @@ impl Session {
             return; // the check of the whole utterance is on its way
         }
         c.check = None;
-        let said = self.turn.as_ref().and_then(|t| t.record.said.lock().ok().map(|s| s.clone())).unwrap_or_default();
-        let verdict = judge(&transcript, &said, &self.pipeline.profile.interrupt, self.echo.hears_echo());
+        let played = self.turn.as_ref().map(played_so_far).unwrap_or_default();
+        let under_gate = self.echo.gate(c.playing_db).is_some_and(|gate| c.loudest_db < gate);
+        let verdict = if under_gate {
+            Verdict::Echo
+        } else {
+            judge(&transcript, &played, &self.pipeline.profile.interrupt, self.echo.hears_echo())
+        };
+        if verdict == Verdict::Interrupt && !self.echo_measured() {
+            // The answer only just started: it may be its own echo, known in a moment.
+            if let Some(c) = self.candidate.as_mut() {
+                c.held = Some((transcript, whole));
+            }
+            let into = self.turn.as_ref().and_then(|t| t.playback.first_audio()).map(|t| t.elapsed());
+            let wait = CALIBRATE_UNTIL.saturating_sub(into.unwrap_or_default()) + Duration::from_millis(50);
+            let signals = self.signals.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = signals.send(Signal::Recheck { candidate }).await;
+            });
+            return;
+        }
         if verdict != Verdict::Interrupt {
             if whole {
                 self.candidate = None;
@@ -787,6 +853,22 @@ impl Session {
             self.history.push(exchange, &self.pipeline.profile.conversation);
         }
     }
+}
+
+/// Slack on what may have played: the client's buffer, the echo's way back, the speech
+/// still being transcribed.
+const PLAYED_SLACK: Duration = Duration::from_millis(1_500);
+
+/// The words of an answer that can have played by now: all its echo can repeat. A
+/// question asked as the answer starts reuses its words, but they have not played yet.
+fn played_so_far(turn: &ActiveTurn) -> String {
+    let said = turn.record.said.lock().map(|s| s.clone()).unwrap_or_default();
+    let sent = turn.playback.sent_us();
+    if sent == 0 {
+        return String::new();
+    }
+    let played = turn.playback.heard_us(Instant::now()) + PLAYED_SLACK.as_micros() as u64;
+    heard_part(&said, played as f64 / sent as f64)
 }
 
 /// The exchange a turn makes: its question, and of its answer what was heard.

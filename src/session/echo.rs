@@ -11,7 +11,7 @@ use std::time::Duration;
 /// The part of each answer the guard listens to: after the first audio has had time to
 /// reach the phone and come back, before the user is likely to talk over it.
 const CALIBRATE_FROM: Duration = Duration::from_millis(150);
-const CALIBRATE_UNTIL: Duration = Duration::from_millis(750);
+pub const CALIBRATE_UNTIL: Duration = Duration::from_millis(750);
 /// The microphone must rise this far above its noise floor to count as echo.
 const RISE_DB: f32 = 6.0;
 
@@ -36,6 +36,11 @@ impl EchoGuard {
         Self { margin_db, loss_db: assumed_loss_db, measuring: None, measured: None }
     }
 
+    /// Whether the echo path has been measured at the start of `answer`.
+    pub fn measured(&self, answer: u64) -> bool {
+        self.measured == Some(answer)
+    }
+
     /// Whether the microphone was heard to pick up the answers.
     pub fn hears_echo(&self) -> bool {
         self.loss_db.is_some()
@@ -54,14 +59,24 @@ impl EchoGuard {
             *mic = mic.max(mic_db);
             return;
         }
-        self.measured = Some(answer);
-        if let Some((id, loudest, mic)) = self.measuring.take()
-            && id == answer
-            && loudest.is_finite()
-        {
-            self.loss_db = (mic >= floor_db + RISE_DB).then(|| (loudest - mic).max(0.0));
-            tracing::debug!(loss_db = ?self.loss_db, "echo path measured");
+        self.settle(answer, floor_db);
+    }
+
+    /// Ends the measurement of `answer` with what was heard so far.
+    pub fn settle(&mut self, answer: u64, floor_db: f32) {
+        if self.measured == Some(answer) {
+            return;
         }
+        self.measured = Some(answer);
+        // Nothing heard while the answer started: the client does not stream while it
+        // listens, so nothing of the answer comes back through it.
+        self.loss_db = match self.measuring.take() {
+            Some((id, loudest, mic)) if id == answer && loudest.is_finite() => {
+                (mic >= floor_db + RISE_DB).then(|| (loudest - mic).max(0.0))
+            }
+            _ => None,
+        };
+        tracing::debug!(loss_db = ?self.loss_db, "echo path measured");
     }
 
     /// The gate while the answer plays at `playing_db`; `None` when no echo is expected.
@@ -100,5 +115,9 @@ mod tests {
         // Speech later in an answer (a barge-in) does not change the measurement.
         g.observe(3, ms(2_000), Some(-15.0), -5.0, -45.0);
         assert_eq!(g.gate(-12.0), Some(-15.0));
+        // A client silent while answer 4 starts, speaking later: it does not stream while
+        // it listens, so no echo.
+        g.observe(4, ms(1_500), Some(-15.0), -20.0, -45.0);
+        assert_eq!(g.gate(-15.0), None);
     }
 }

@@ -19,9 +19,9 @@ pub struct InterruptConfig {
     /// While answer audio plays on a phone whose microphone hears it back, windows less
     /// than this (dB) above the measured echo never reach the VAD model.
     pub echo_margin_db: f32,
-    /// The echo path's loss (dB; small = a loud speakerphone) assumed until the start of
-    /// an answer has measured it. Unset: no echo is assumed (a client that does not stream
-    /// its microphone while it listens gives the server nothing to measure).
+    /// The echo path's loss (dB; small = a loud speakerphone) assumed while the start of
+    /// a session's first answer is being measured. Unset (the default): none assumed;
+    /// speech over that first moment is checked against the echo once it is measured.
     pub assumed_echo_loss_db: Option<f32>,
 }
 
