@@ -76,6 +76,13 @@ pub struct SessionOutcome {
 pub type Ws = WebSocketStream<TcpStream>;
 
 pub(crate) const FRAME_MS: u64 = 20;
+/// Longest a session listens to an answer before it may ask again.
+const MAX_LISTEN: Duration = Duration::from_secs(30);
+
+/// How long PCM16 answer audio at the session's 16 kHz output rate plays.
+fn answer_duration(bytes: usize) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / 2.0 / 16_000.0)
+}
 const TURN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client of `--scenario abandon` waits for its answer to start: dozens of
 /// questions at once queue for the one transcription worker, so more than one turn's
@@ -251,6 +258,7 @@ pub async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
     let mut speech_end: Option<Instant> = None;
     let mut stopped = false;
     let mut first_audio: Option<Instant> = None;
+    let mut answer_bytes = 0usize;
     let started = Instant::now();
     loop {
         if started.elapsed() > TURN_TIMEOUT {
@@ -272,8 +280,9 @@ pub async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
                     None => return Err("connection: ended".into()),
                 };
                 match msg {
-                    Message::Binary(_) => {
+                    Message::Binary(b) => {
                         first_audio.get_or_insert_with(Instant::now);
+                        answer_bytes += b.len();
                     }
                     Message::Text(t) => {
                         let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
@@ -287,6 +296,10 @@ pub async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
                                 let (Some(end), Some(audio)) = (speech_end, first_audio) else {
                                     return Err("response without audio".into());
                                 };
+                                // A technician listens to the answer before asking again (speech
+                                // over an answer still playing is a barge-in, not a new turn).
+                                let played_out = audio + answer_duration(answer_bytes);
+                                tokio::time::sleep_until(played_out.min(Instant::now() + MAX_LISTEN).into()).await;
                                 return Ok(Turn {
                                     client_v2v_ms: (audio - end).as_secs_f64() * 1000.0,
                                     server: ServerTimings::from_json(&v["timings"]),

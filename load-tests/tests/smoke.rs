@@ -20,6 +20,10 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Reference providers and a fieldvox server using them, once per test binary.
+/// One scenario at a time: they share the server and two cores, and each measures what
+/// its own sessions see (the ask-and-leave probe timed out when five others ran beside it).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
@@ -85,12 +89,14 @@ fn args(extra: &[&str]) -> Args {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_sessions_all_stay_connected() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let report = run(args(&["--scenario", "idle", "--sessions", "40", "--hold-secs", "2"])).await.unwrap();
     assert_eq!((report.connected, report.connect_failures, report.dropped), (40, 0, 0), "{}", report.table());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn talking_sessions_complete_every_turn() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let report = run(args(&["--scenario", "talk", "--sessions", "10", "--interval-secs", "4", "--hold-secs", "12"]))
         .await
         .unwrap();
@@ -102,6 +108,7 @@ async fn talking_sessions_complete_every_turn() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_is_answered_in_full() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let report = run(args(&["--scenario", "burst", "--sessions", "20"])).await.unwrap();
     assert_eq!(report.connected, 20, "{}", report.table());
     assert_eq!((report.turns_completed, report.turns_failed), (20, 0), "{}", report.table());
@@ -109,6 +116,7 @@ async fn a_burst_is_answered_in_full() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ask_and_leave_runs_to_its_report() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // Every client asks, is answered, hangs up; the probe is answered before and after.
     let report = fieldvox_load::abandon::run(args(&["--scenario", "abandon", "--sessions", "5", "--rounds", "2"]))
         .await
@@ -120,6 +128,7 @@ async fn ask_and_leave_runs_to_its_report() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn live_microphones_run_to_their_report() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // Noise and echo throughout; every session asks at least once.
     let report = run(args(&[
         "--scenario",
@@ -148,6 +157,7 @@ async fn live_microphones_run_to_their_report() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn live_microphones_barge_in_and_time_the_clear() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // One question per session; half a second into each answer (the reference's answers
     // play for seconds) the user says "Stop. What about the oil filter?" over it.
     let report = run(args(&[
