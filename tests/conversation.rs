@@ -407,11 +407,16 @@ async fn a_failing_stage_ends_its_response_with_failed_and_a_code() {
     let pipelines = dir.join("pipelines");
     std::fs::create_dir_all(&pipelines).expect("dir");
     std::fs::copy(repo().join("pipelines/field-assistant.toml"), pipelines.join("field-assistant.toml")).expect("copy");
-    // A speech provider nobody listens on: port 9 (discard) on loopback refuses.
+    // A speech provider that never answers: a port of this test's own, bound and never
+    // served, so the request times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
     std::fs::write(
         pipelines.join("broken-voice.toml"),
-        "[llm]\nprovider = \"extractive\"\n[tts]\nprovider = \"openai\"\n\
-         [tts.endpoint]\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"tts-1\"\ntimeout_ms = 2000\n",
+        format!(
+            "[llm]\nprovider = \"extractive\"\n[tts]\nprovider = \"openai\"\n\
+             [tts.endpoint]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"tts-1\"\ntimeout_ms = 2000\n"
+        ),
     )
     .expect("profile");
     let mut config = test_config(&dir);
@@ -425,5 +430,6 @@ async fn a_failing_stage_ends_its_response_with_failed_and_a_code() {
     assert_eq!(done["status"], "failed", "{events:?}");
     assert_eq!(done["error"]["code"], "model_unavailable", "{done}");
     assert_eq!(of_type(&events, "response.created").len(), 1);
+    drop(silent);
     let _ = server.stop.send(());
 }

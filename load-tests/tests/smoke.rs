@@ -60,8 +60,10 @@ fn server() -> SocketAddr {
                 let manual =
                     std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/rtu40-service-manual.txt"))
                         .expect("fixture");
-                // globex: the other company of the abandon scenario's probe.
-                for tenant in ["acme", "globex"] {
+                // globex: the other company of the abandon scenario's probe; initech: the
+                // abandon scenario's own company, whose question embedding no other
+                // scenario has cached (its leavers must reach the inference pool).
+                for tenant in ["acme", "globex", "initech"] {
                     let req = IngestRequest {
                         tenant: tenant.into(),
                         equipment: "RTU-40".into(),
@@ -118,9 +120,18 @@ async fn a_burst_is_answered_in_full() {
 async fn ask_and_leave_runs_to_its_report() {
     let _alone = ONE_AT_A_TIME.lock().await;
     // Every client asks, is answered, hangs up; the probe is answered before and after.
-    let report = fieldvox_load::abandon::run(args(&["--scenario", "abandon", "--sessions", "5", "--rounds", "2"]))
-        .await
-        .unwrap();
+    let report = fieldvox_load::abandon::run(args(&[
+        "--scenario",
+        "abandon",
+        "--sessions",
+        "5",
+        "--rounds",
+        "2",
+        "--tenant",
+        "initech",
+    ]))
+    .await
+    .unwrap();
     assert_eq!((report.alone.len(), report.after.len()), (2, 2), "{}", report.table());
     assert!(report.alone.iter().chain(&report.after).all(|t| t.client_v2v_ms > 0.0), "{}", report.table());
     assert!(report.jobs_ran > 0, "{}", report.table());

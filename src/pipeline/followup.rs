@@ -58,18 +58,10 @@ const ASKING: &[&str] = &[
 /// A question longer than this (content words) is taken to stand on its own.
 const SHORT: usize = 6;
 
-fn tokens(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
-        .filter(|t| !t.is_empty())
-        .map(|t| t.trim_matches('\'').to_string())
-        .collect()
-}
-
 /// Whether `question` leans on the previous exchange.
 pub fn is_follow_up(question: &str, previous: &Exchange) -> bool {
     let lower = question.to_lowercase();
-    let tokens = tokens(question);
+    let tokens = terms::spoken_words(question);
     let referring = tokens.iter().any(|t| REFERRING.contains(&t.as_str()));
     let continuing = tokens.first().is_some_and(|t| CONTINUING.contains(&t.as_str()))
         || ABOUT.iter().any(|a| lower.trim_start().starts_with(a));
@@ -89,7 +81,7 @@ pub fn by_terms(question: &str, previous: Option<&Exchange>) -> String {
     let have: Vec<String> = terms::query_terms(question);
     // "What about the oil filter?" names its own topic and takes only the equipment;
     // "how do I clean it?" and "what's the part number?" take the topic too.
-    let referring = tokens(question).iter().any(|t| REFERRING.contains(&t.as_str()));
+    let referring = terms::spoken_words(question).iter().any(|t| REFERRING.contains(&t.as_str()));
     let own_topic = terms::words(question).iter().any(|w| !ASKING.contains(&w.as_str()));
     let carry_topic = referring || !own_topic;
     let mut carried: Vec<String> = Vec::new();
@@ -99,7 +91,7 @@ pub fn by_terms(question: &str, previous: Option<&Exchange>) -> String {
         }
     }
     let codes_keys: Vec<String> = terms::codes(&previous.standalone).into_iter().map(|c| c.key).collect();
-    for word in tokens(&previous.standalone).into_iter().filter(|_| carry_topic) {
+    for word in terms::spoken_words(&previous.standalone).into_iter().filter(|_| carry_topic) {
         let folded = terms::words(&word);
         let Some(key) = folded.first() else { continue };
         let code_part = codes_keys.iter().any(|k| k.contains(key.as_str()));

@@ -192,6 +192,17 @@ pub fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The words of a text as said: lowercase, apostrophes and hyphens kept inside a word
+/// ("what's", "uh-huh", "rtu-40"), nothing folded or dropped.
+pub fn spoken_words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
+        .map(|w| w.trim_matches(|c| c == '\'' || c == '-'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Levenshtein distance, stopping early once it exceeds `max`.
 pub fn within_distance(a: &str, b: &str, max: usize) -> bool {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());

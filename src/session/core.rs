@@ -286,9 +286,8 @@ impl Session {
                     let floor = self.voice.as_ref().map_or(f32::NEG_INFINITY, |v| v.endpointer.noise_floor_dbfs());
                     self.echo.settle(turn.seq, floor);
                 }
-                let held = self.candidate.as_mut().filter(|c| c.id == candidate).and_then(|c| c.held.take());
-                if let Some((transcript, whole)) = held {
-                    self.judge_candidate(candidate, transcript, whole).await;
+                if self.candidate.as_ref().is_some_and(|c| c.id == candidate) {
+                    self.judge_held().await;
                 }
             }
         }
@@ -490,21 +489,7 @@ impl Session {
         }
         while let Some(window) = self.voice.as_mut().and_then(VoiceInput::next_window) {
             let level = rms_dbfs(&window);
-            let (echo_gate, playing) = self.echo_gate(level);
-            if let Some(v) = self.voice.as_mut() {
-                v.endpointer.set_echo_gate(echo_gate);
-            }
-            if let Some(c) = self.candidate.as_mut() {
-                c.loudest_db = c.loudest_db.max(level);
-                c.playing_db = c.playing_db.max(playing.unwrap_or(f32::NEG_INFINITY));
-            }
-            if self.echo_measured()
-                && let Some(c) = self.candidate.as_mut()
-                && let Some((transcript, whole)) = c.held.take()
-            {
-                let id = c.id;
-                self.judge_candidate(id, transcript, whole).await;
-            }
+            self.follow_echo(level).await;
             let prob = self.speech_probability(window, level).await;
             let Some(voice) = self.voice.as_mut() else { return };
             let ended = voice.endpointer.push(&window, prob);
@@ -533,15 +518,31 @@ impl Session {
         }
     }
 
-    /// The gate the answer's echo cannot pass (a microphone window at `mic_db` also
-    /// measures the echo path at an answer's start): `None` when nothing plays or no
-    /// echo comes back.
+    /// Per microphone window at `level`: the echo gate for it, the loudness of speech
+    /// heard over the answer, and a verdict held for the echo measurement, which this
+    /// window may have ended.
+    async fn follow_echo(&mut self, level: f32) {
+        let (echo_gate, playing) = self.echo_gate(level);
+        if let Some(v) = self.voice.as_mut() {
+            v.endpointer.set_echo_gate(echo_gate);
+        }
+        if let Some(c) = self.candidate.as_mut() {
+            c.loudest_db = c.loudest_db.max(level);
+            c.playing_db = c.playing_db.max(playing.unwrap_or(f32::NEG_INFINITY));
+            if c.held.is_some() {
+                self.judge_held().await;
+            }
+        }
+    }
+
     /// Whether the echo path of the answer playing now is known (true when none plays).
     fn echo_measured(&self) -> bool {
         self.turn.as_ref().is_none_or(|t| t.playback.first_audio().is_none() || self.echo.measured(t.seq))
     }
 
-    /// Also returns the level of the answer playing.
+    /// The gate the answer's echo cannot pass, and the level of the answer playing (a
+    /// microphone window at `mic_db` also measures the echo path at an answer's start);
+    /// no gate when nothing plays or no echo comes back.
     fn echo_gate(&mut self, mic_db: f32) -> (Option<f32>, Option<f32>) {
         let Some(turn) = self.turn.as_ref() else { return (None, None) };
         let Some(first) = turn.playback.first_audio() else { return (None, None) };
@@ -692,6 +693,18 @@ impl Session {
             // The whole question was heard already: its transcript is the question.
             let heard: SttTask = tokio::spawn(async move { Ok(transcript) });
             self.commit_question(Some(audio_end_ms), Question::Transcribing(heard)).await;
+        }
+    }
+
+    /// Judges the candidate's verdict held for the echo measurement, once that is done.
+    async fn judge_held(&mut self) {
+        if !self.echo_measured() {
+            return;
+        }
+        let Some(c) = self.candidate.as_mut() else { return };
+        let id = c.id;
+        if let Some((transcript, whole)) = c.held.take() {
+            self.judge_candidate(id, transcript, whole).await;
         }
     }
 

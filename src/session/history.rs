@@ -106,12 +106,8 @@ impl History {
     }
 
     /// Oldest first.
-    pub fn exchanges(&self) -> impl DoubleEndedIterator<Item = &Exchange> {
+    pub fn exchanges(&self) -> impl Iterator<Item = &Exchange> {
         self.exchanges.iter()
-    }
-
-    pub fn last(&self) -> Option<&Exchange> {
-        self.exchanges.back()
     }
 
     /// Truncates the answer with this item id (or response id) to what was heard.

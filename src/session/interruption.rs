@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rag::terms;
+
 /// Profile `[interrupt]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -87,13 +89,7 @@ fn words(text: &str) -> Vec<String> {
             _ => {}
         }
     }
-    spoken
-        .to_lowercase()
-        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
-        .map(|w| w.trim_matches(|c| c == '\'' || c == '-'))
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
+    terms::spoken_words(&spoken)
 }
 
 /// Judges a transcript of speech heard over `answer` (the answer text said so far).

@@ -54,8 +54,12 @@ impl Playback {
     /// The loudest frame the client plays at any time in `[from, to]`; `None` if none plays.
     pub fn level_between(&self, from: Instant, to: Instant) -> Option<f32> {
         let first = *self.first_audio.get()?;
-        let frames = self.frames.lock().ok()?;
         let (from, to) = (micros_after(first, from), micros_after(first, to));
+        // Played out: asked on every microphone window, so answered without the lock.
+        if from > self.sent_us() {
+            return None;
+        }
+        let frames = self.frames.lock().ok()?;
         let mut start = 0u64;
         let mut loudest: Option<f32> = None;
         for &(len, level) in frames.iter() {

@@ -118,11 +118,6 @@ impl Resumer {
         }
     }
 
-    /// Sessions parked now (expired ones count until swept).
-    pub fn parked(&self) -> usize {
-        self.parked.len()
-    }
-
     fn sweep(&self) {
         let now = Instant::now();
         let Ok(mut swept) = self.swept.try_lock() else { return };
