@@ -9,6 +9,11 @@
 #        load-tests/run.sh --scenario mic --sessions 1000 --noise-dbfs -45 --echo-gain-db -6 --hold-secs 120
 #
 # Environment: PORT (default 8090), BUILD_PROFILE (dev|release, default dev),
+# FIELDVOX_SERVER_BIN (the fieldvox binary to measure, default the one just built: set it
+# to another commit's build, with FIELDVOX__PIPELINES__DIR at that commit's profiles, for a
+# before/after comparison with the same load generator; build that commit with a target
+# directory of its own, as one shared by two checkouts can mix their sources' builds),
+# SERVER_LOG (a file to keep the server's log in; RUST_LOG sets its level, default warn),
 # FIELDVOX__… variables are passed to the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +23,15 @@ profile="${BUILD_PROFILE:-dev}"
 # The dev build is the one the README commands make (scripts/build.sh): nothing is rebuilt.
 if [ "$profile" = release ]; then cargo build --workspace --bins --release; else scripts/build.sh; fi
 bin="$CARGO_TARGET_DIR/$([ "$profile" = release ] && echo release || echo debug)"
+server_bin="${FIELDVOX_SERVER_BIN:-$bin/fieldvox}"
 
 data=$(mktemp -d /tmp/fieldvox-load-XXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$data"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  [ -n "${SERVER_LOG:-}" ] && cp "$data/server.log" "$SERVER_LOG"
+  rm -rf "$data"
+}
 trap cleanup EXIT
 
 if [[ " $* " != *" --pipeline "* || " $* " == *" --pipeline load-reference "* ]]; then
@@ -35,13 +45,13 @@ export FIELDVOX__DATA__DIR="$data"
 # on connections still in their handshake (it is tuned for real clients, one per address).
 export FIELDVOX__SERVER__MAX_UNAUTHENTICATED_PER_IP="${FIELDVOX__SERVER__MAX_UNAUTHENTICATED_PER_IP:-1000000}"
 for tenant in acme globex; do  # globex: the other company of --scenario abandon
-  "$bin/fieldvox" ingest tests/fixtures/rtu40-service-manual.txt --tenant "$tenant" --equipment RTU-40 \
+  "$server_bin" ingest tests/fixtures/rtu40-service-manual.txt --tenant "$tenant" --equipment RTU-40 \
     --title "RTU-40 Service Manual" > /dev/null
 done
 # --dev: fieldvox-load mints its tokens with the development secret unless
 # FIELDVOX__AUTH__JWT_SECRET is set (then both use that).
 dev=(); [ -z "${FIELDVOX__AUTH__JWT_SECRET:-}" ] && dev=(--dev)
-RUST_LOG="${RUST_LOG:-warn}" "$bin/fieldvox" serve "${dev[@]}" --listen "127.0.0.1:$port" > "$data/server.log" 2>&1 &
+RUST_LOG="${RUST_LOG:-warn}" "$server_bin" serve "${dev[@]}" --listen "127.0.0.1:$port" > "$data/server.log" 2>&1 &
 server=$!
 pids+=($server)
 for _ in $(seq 1 120); do

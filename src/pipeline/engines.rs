@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::profile::{self, LlmKind, Profile, ProfileError, SttKind, TtsKind};
+use super::profile::{self, LlmKind, Profile, ProfileError, SttKind, TtsKind, WhisperModel};
 use super::providers::{LlmProvider, SttProvider, TtsProvider};
 use crate::config::Config;
 use crate::llm::LlmError;
@@ -42,7 +42,7 @@ pub enum EngineError {
 /// Local pools built so far, so profiles share them.
 #[derive(Default)]
 struct Shared {
-    stt: BTreeMap<SttKind, Arc<SttProvider>>,
+    stt: BTreeMap<(SttKind, WhisperModel), Arc<SttProvider>>,
     tts: BTreeMap<TtsKind, Arc<TtsProvider>>,
     local_llm: Option<Arc<LlmProvider>>,
     extractive: Option<Arc<LlmProvider>>,
@@ -90,13 +90,16 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
     let provider_err = move |reason: String| EngineError::Provider { profile: name.clone(), reason };
     let paths = config.model_paths();
     let w = &config.workers;
-    let stt = match shared.stt.get(&profile.stt.provider) {
+    let stt_key = (profile.stt.provider, profile.stt.model);
+    let stt = match shared.stt.get(&stt_key) {
         Some(p) => p.clone(),
         None => {
             let provider = match profile.stt.provider {
                 SttKind::Whisper => {
-                    let dir = paths.whisper_dir()?;
-                    SttProvider::Whisper(WorkerPool::spawn("stt", w.stt, w.queue_depth, move |_| Whisper::load(&dir))?)
+                    let model = profile.stt.model;
+                    let dir = paths.whisper_dir(model.dir())?;
+                    let pool = WorkerPool::spawn(model.pool(), w.stt, w.queue_depth, move |_| Whisper::load(&dir))?;
+                    SttProvider::Whisper(pool)
                 }
                 SttKind::Openai => {
                     let e = &profile.stt.endpoint;
@@ -107,7 +110,7 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
             let provider = Arc::new(provider);
             // Local models are shared; HTTP providers are per profile (their endpoints differ).
             if profile.stt.provider != SttKind::Openai {
-                shared.stt.insert(profile.stt.provider, provider.clone());
+                shared.stt.insert(stt_key, provider.clone());
             }
             provider
         }

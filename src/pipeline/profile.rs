@@ -59,6 +59,8 @@ pub enum SttKind {
 #[serde(default, deny_unknown_fields)]
 pub struct SttConfig {
     pub provider: SttKind,
+    /// Which local Whisper (`provider = "whisper"`).
+    pub model: WhisperModel,
     /// Prime recognition with the tenant's codes (equipment ids, fault codes, part numbers).
     /// Off by default: on the answer-quality benchmark it made Whisper tiny.en repeat codes
     /// from the hint on unclear speech (README, "Answer quality").
@@ -69,7 +71,41 @@ pub struct SttConfig {
 
 impl Default for SttConfig {
     fn default() -> Self {
-        Self { provider: SttKind::Whisper, vocabulary_hint: false, endpoint: HttpProvider::default() }
+        Self {
+            provider: SttKind::Whisper,
+            model: WhisperModel::TinyEn,
+            vocabulary_hint: false,
+            endpoint: HttpProvider::default(),
+        }
+    }
+}
+
+/// The local Whisper models shipped (models/manifest.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WhisperModel {
+    /// English only, 39 M parameters.
+    #[serde(rename = "tiny.en")]
+    TinyEn,
+    /// Multilingual (asked for English), 74 M parameters: about twice tiny.en's work.
+    #[serde(rename = "base")]
+    Base,
+}
+
+impl WhisperModel {
+    /// Its directory under the models directory.
+    pub fn dir(self) -> &'static str {
+        match self {
+            WhisperModel::TinyEn => "whisper-tiny.en",
+            WhisperModel::Base => "whisper-base",
+        }
+    }
+
+    /// The name of its worker pool in logs and `/metrics`.
+    pub fn pool(self) -> &'static str {
+        match self {
+            WhisperModel::TinyEn => "stt",
+            WhisperModel::Base => "stt-base",
+        }
     }
 }
 

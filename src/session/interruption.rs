@@ -92,6 +92,13 @@ fn words(text: &str) -> Vec<String> {
     terms::spoken_words(&spoken)
 }
 
+/// A listed acknowledgement, or one run together from them with hyphens as Whisper
+/// writes them ("uh-uh", "mm-hmm", "yeah-yeah").
+fn is_backchannel(word: &str, backchannels: &[String]) -> bool {
+    let listed = |w: &str| backchannels.iter().any(|b| b == w);
+    listed(word) || word.split('-').all(|part| !part.is_empty() && listed(part))
+}
+
 /// Judges a transcript of speech heard over `answer` (the answer text said so far).
 /// `echo_heard`: the microphone is known to hear the answer (see `echo`); only then can
 /// the answer's own words be its echo — otherwise a question that reuses them ("what
@@ -102,7 +109,7 @@ pub fn judge(transcript: &str, answer: &str, config: &InterruptConfig, echo_hear
         return Verdict::NoWords;
     }
     let answer = words(answer);
-    let content: Vec<&String> = heard.iter().filter(|w| !config.backchannels.contains(w)).collect();
+    let content: Vec<&String> = heard.iter().filter(|w| !is_backchannel(w, &config.backchannels)).collect();
     if content.is_empty() {
         return Verdict::Backchannel;
     }
@@ -132,6 +139,11 @@ mod tests {
         assert_eq!(judge("Stop.", ANSWER, &c), Verdict::Interrupt);
         assert_eq!(judge("Okay.", ANSWER, &c), Verdict::Backchannel);
         assert_eq!(judge("Uh-huh, yeah, right.", ANSWER, &c), Verdict::Backchannel);
+        // Whisper's spellings of "uh-huh" over noise, heard on the backchannel benchmark.
+        assert_eq!(judge("Uh-uh.", ANSWER, &c), Verdict::Backchannel);
+        assert_eq!(judge("Uh, uh, right.", ANSWER, &c), Verdict::Backchannel);
+        assert_eq!(judge("Mm-hmm-hmm.", ANSWER, &c), Verdict::Backchannel);
+        assert_eq!(judge("Uh-stop.", ANSWER, &c), Verdict::Interrupt, "a hyphenated word with a real part");
         assert_eq!(judge("", ANSWER, &c), Verdict::NoWords);
         assert_eq!(judge(" (coughing) [BLANK_AUDIO] *sighs*", ANSWER, &c), Verdict::NoWords);
         assert_eq!(judge("the return air filters every ninety", ANSWER, &c), Verdict::Echo);

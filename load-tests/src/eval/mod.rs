@@ -356,10 +356,21 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<EvalReport> {
     let data = tempfile::Builder::new().prefix("fieldvox-eval-").tempdir()?;
     let server = start_server(&args, &corpus, data.path().to_path_buf()).await?;
     let result = ask_all(&args, &corpus, server.addr, &server.keys).await;
-    // The server (and its index) must be gone before its data directory is removed.
+    // The server (and its index) must be gone before its data directory is removed:
+    // sessions that were closing still hold the app for a moment after serving stops.
     let _ = server.stop.send(());
     let _ = server.task.await;
-    drop(data);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::sync::Arc::strong_count(&server.app) > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if std::sync::Arc::strong_count(&server.app) > 1 {
+        let kept = data.keep();
+        tracing::warn!(dir = %kept.display(), "the server still runs; its data directory is left in place");
+    } else {
+        drop(server.app);
+        drop(data);
+    }
     let (outcomes, dialogues) = result?;
 
     let mut summaries = BTreeMap::new();
@@ -491,6 +502,7 @@ fn progress_dialogue(o: &DialogueOutcome, n: usize, of: usize) {
 struct Server {
     addr: SocketAddr,
     keys: TokenKeys,
+    app: std::sync::Arc<App>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -518,15 +530,16 @@ async fn start_server(args: &EvalArgs, corpus: &Corpus, data: PathBuf) -> anyhow
     let addr = listener.local_addr()?;
     let keys = TokenKeys::new(app.config.auth.signing_secret());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = app.clone();
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        if let Err(e) = fieldvox::http::serve(app, listener, shutdown).await {
+        if let Err(e) = fieldvox::http::serve(serving, listener, shutdown).await {
             tracing::error!(error = %e, "eval server stopped");
         }
     });
-    Ok(Server { addr, keys, stop, task })
+    Ok(Server { addr, keys, app, stop, task })
 }
 
 /// Every question in every voice, and the noisy ones again over noise (first voice).

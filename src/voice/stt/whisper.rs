@@ -411,7 +411,7 @@ mod tests {
     use crate::models::ModelPaths;
 
     fn model_dir() -> std::path::PathBuf {
-        ModelPaths::new(ModelPaths::default_root()).whisper_dir().unwrap()
+        ModelPaths::new(ModelPaths::default_root()).whisper_dir("whisper-tiny.en").unwrap()
     }
 
     /// Linear-interpolation resampler, enough for test speech.
@@ -605,6 +605,18 @@ mod tests {
         let lower = text.to_lowercase();
         assert!(lower.contains("torque"), "{text}");
         assert!(lower.contains("compressor"), "{text}");
+    }
+
+    #[test]
+    fn whisper_base_is_asked_for_english_and_transcribes_the_question() {
+        let dir = ModelPaths::new(ModelPaths::default_root()).whisper_dir("whisper-base").unwrap();
+        let mut whisper = Whisper::load(&dir).unwrap();
+        assert_eq!(whisper.prompt.len(), 4, "multilingual: start, language, task, no timestamps");
+        let pcm = speak("What torque for the compressor head bolts?", "base");
+        let text = whisper.transcribe(&pcm).unwrap();
+        let lower = text.to_lowercase();
+        assert!(lower.contains("torque") && lower.contains("compressor"), "{text}");
+        assert_eq!(whisper.transcribe(&vec![0.0; SAMPLE_RATE as usize]).unwrap(), "", "silence is no words");
     }
 
     #[test]
