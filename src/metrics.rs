@@ -7,6 +7,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::auth::AuthError;
+use crate::error::ErrorCode;
+
 /// What became of one inference job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -210,8 +213,14 @@ impl Metrics {
         self.resumes.with_label_values(&[outcome]).inc();
     }
 
-    pub fn error(&self, code: &str) {
-        self.errors.with_label_values(&[code]).inc();
+    /// An error a client was sent, by its stable code.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors.with_label_values(&[code.as_str()]).inc();
+    }
+
+    /// A refused credential, by its precise stable reason (`token_expired`, ...).
+    pub fn refused(&self, e: &AuthError) {
+        self.errors.with_label_values(&[e.code()]).inc();
     }
 
     pub fn connection_reaped(&self, reason: &str) {
@@ -238,11 +247,13 @@ mod tests {
         m.session_closed("websocket");
         m.turn_finished("completed");
         m.stage(Stage::Stt, 120.0);
-        m.error("invalid_json");
+        m.error(ErrorCode::InvalidJson);
+        m.refused(&AuthError::Expired);
         let text = m.render();
         assert!(text.contains("fieldvox_sessions_active{transport=\"websocket\"} 1"), "{text}");
         assert!(text.contains("fieldvox_turns_total{status=\"completed\"} 1"));
         assert!(text.contains("fieldvox_stage_latency_seconds_count{stage=\"stt\"} 1"));
         assert!(text.contains("fieldvox_errors_total{code=\"invalid_json\"} 1"));
+        assert!(text.contains("fieldvox_errors_total{code=\"token_expired\"} 1"));
     }
 }

@@ -35,7 +35,7 @@ pub async fn metrics(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(e) = authenticate(&app, &headers, &query, Action::ReadGauges).await {
-        app.metrics.error(e.code());
+        app.metrics.refused(&e);
         return AppError::from(e).into_response();
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()

@@ -33,7 +33,7 @@ pub async fn upgrade(
             c
         }
         Err(e) => {
-            app.metrics.error(e.code());
+            app.metrics.refused(&e);
             tracing::info!(reason = e.code(), "realtime connection refused");
             return AppError::from(e).into_response();
         }
@@ -51,7 +51,7 @@ pub async fn upgrade(
                 Err(e) => {
                     let e = AppError::from(e);
                     app.metrics.resume(e.code().as_str());
-                    app.metrics.error(e.code().as_str());
+                    app.metrics.error(e.code());
                     tracing::info!(reason = e.code().as_str(), "resume refused");
                     return e.into_response();
                 }
@@ -68,7 +68,7 @@ pub async fn upgrade(
             if let Some(state) = resumed {
                 app.resumer.park(state); // refused for now (full, draining): it may be retried
             }
-            app.metrics.error(e.code().as_str());
+            app.metrics.error(e.code());
             return e.into_response();
         }
     };

@@ -314,7 +314,7 @@ async fn transcript(
 
 /// Reports a failure as an `error` event; returns it for the `response.done` that follows.
 async fn fail(ctx: &TurnContext, code: ErrorCode, message: &str) -> ErrorBody {
-    ctx.metrics.error(code.as_str());
+    ctx.metrics.error(code);
     let error = ErrorBody::new(code, message);
     ctx.send(ServerEvent::Error { error: error.clone() }).await;
     error

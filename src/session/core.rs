@@ -244,7 +244,7 @@ impl Session {
     }
 
     async fn error(&self, code: ErrorCode, message: impl Into<String>) {
-        self.app.metrics.error(code.as_str());
+        self.app.metrics.error(code);
         let message = message.into();
         tracing::debug!(code = code.as_str(), %message, "client error");
         self.send(ServerEvent::error(code, message)).await;
@@ -570,7 +570,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "vad unavailable");
-                self.app.metrics.error(ErrorCode::Overloaded.as_str());
+                self.app.metrics.error(ErrorCode::Overloaded);
                 0.0
             }
         }

@@ -82,7 +82,7 @@ async fn serve(
                     Ok(Some(Err(e))) => {
                         let text = e.to_string();
                         if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-                            app.metrics.error(ErrorCode::FrameTooLarge.as_str());
+                            app.metrics.error(ErrorCode::FrameTooLarge);
                             break Some((close::TOO_BIG, "frame exceeds max_frame_bytes"));
                         }
                         tracing::debug!(error = %text, "socket error");
