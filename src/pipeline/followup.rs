@@ -84,9 +84,14 @@ pub fn by_terms(question: &str, previous: Option<&Exchange>) -> String {
     let referring = terms::spoken_words(question).iter().any(|t| REFERRING.contains(&t.as_str()));
     let own_topic = terms::words(question).iter().any(|w| !ASKING.contains(&w.as_str()));
     let carry_topic = referring || !own_topic;
+    // A follow-up that names a code of its own kind asks about that one instead ("What
+    // about E58?" after E47, "and the HX-220?" after the RTU-40): the previous code of that
+    // kind stays behind, or its sentence would answer.
+    let own_kinds: Vec<String> = terms::codes(question).iter().map(|c| code_kind(&c.printed)).collect();
     let mut carried: Vec<String> = Vec::new();
     for code in terms::codes(&previous.standalone) {
-        if !have.contains(&code.key) && !carried.contains(&code.printed) {
+        let replaced = own_kinds.contains(&code_kind(&code.printed));
+        if !have.contains(&code.key) && !carried.contains(&code.printed) && !replaced {
             carried.push(code.printed);
         }
     }
@@ -104,6 +109,23 @@ pub fn by_terms(question: &str, previous: Option<&Exchange>) -> String {
         return question.to_string();
     }
     format!("{} ({})", question.trim_end(), carried.join(" "))
+}
+
+/// A code's kind by its form, runs of letters, digits and separators collapsed: "E47" and
+/// "E58" are `a9`, "RTU-40" and "HX-220" are `a-9`, "GK-4471-B" is `a-9-a`.
+fn code_kind(printed: &str) -> String {
+    let mut kind = String::new();
+    for c in printed.chars() {
+        let class = match c {
+            c if c.is_alphabetic() => 'a',
+            c if c.is_numeric() => '9',
+            _ => '-',
+        };
+        if !kind.ends_with(class) {
+            kind.push(class);
+        }
+    }
+    kind
 }
 
 /// Characters a rewritten question may have; longer is a model rambling.
@@ -157,6 +179,15 @@ mod tests {
         assert_eq!(by_terms("What about the oil filter?", Some(&p)), "What about the oil filter? (RTU-40)");
         assert_eq!(by_terms("How do I clean it?", Some(&p)), "How do I clean it? (RTU-40 intake filter)");
         assert_eq!(by_terms("What's the part number?", Some(&p)), "What's the part number? (RTU-40 intake filter)");
+    }
+
+    #[test]
+    fn a_follow_up_naming_its_own_code_leaves_the_previous_one_of_that_kind() {
+        let p = previous("What does fault code E47 mean on the RTU-40?");
+        assert_eq!(by_terms("What about E58?", Some(&p)), "What about E58? (RTU-40)");
+        let p = previous("What torque for the head bolts on the RTU-40?");
+        assert_eq!(by_terms("And on the HX-220?", Some(&p)), "And on the HX-220?");
+        assert_eq!(code_kind("GK-4471-B"), "a-9-a");
     }
 
     #[test]
