@@ -88,18 +88,18 @@ pub fn by_terms(question: &str, previous: Option<&Exchange>) -> String {
     // about E58?" after E47, "and the HX-220?" after the RTU-40): the previous code of that
     // kind stays behind, or its sentence would answer.
     let own_kinds: Vec<String> = terms::codes(question).iter().map(|c| code_kind(&c.printed)).collect();
+    let previous_codes = terms::codes(&previous.standalone);
     let mut carried: Vec<String> = Vec::new();
-    for code in terms::codes(&previous.standalone) {
+    for code in &previous_codes {
         let replaced = own_kinds.contains(&code_kind(&code.printed));
         if !have.contains(&code.key) && !carried.contains(&code.printed) && !replaced {
-            carried.push(code.printed);
+            carried.push(code.printed.clone());
         }
     }
-    let codes_keys: Vec<String> = terms::codes(&previous.standalone).into_iter().map(|c| c.key).collect();
     for word in terms::spoken_words(&previous.standalone).into_iter().filter(|_| carry_topic) {
         let folded = terms::words(&word);
         let Some(key) = folded.first() else { continue };
-        let code_part = codes_keys.iter().any(|k| k.contains(key.as_str()));
+        let code_part = previous_codes.iter().any(|c| c.key.contains(key.as_str()));
         if have.contains(key) || ASKING.contains(&word.as_str()) || code_part || carried.contains(&word) {
             continue;
         }
