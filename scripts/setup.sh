@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # benchmark; curl: load-tests/run.sh readiness probe; chromium: the talk page's browser test;
 # openssl: signing keys for the identity-provider test.
 packages=(curl espeak-ng flite chromium openssl)
+# `--llama-cpp`: also what compiling llama.cpp needs, for builds with `--features llama-cpp`
+# (the local LLM's llama.cpp engine and its benchmark, fieldvox-llm-bench).
+[ "${1:-}" = "--llama-cpp" ] && packages+=(cmake libclang-dev)
 command -v npm >/dev/null || packages+=(npm)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 missing=()

@@ -131,12 +131,26 @@ pub struct WorkersConfig {
     pub llm: usize,
     pub tts: usize,
     pub embed: usize,
-    /// ONNX Runtime intra-op threads per session (VAD, embeddings, Piper).
+    /// ONNX Runtime intra-op threads per session (VAD, embeddings).
     pub onnx_threads: usize,
+    /// Intra-op threads per Piper worker; 0 = the cores shared among the TTS workers. The
+    /// first audio of an answer waits for Piper, and one quiet session's TTS on two threads
+    /// starts speaking sooner (README, "Benchmarks").
+    pub tts_threads: usize,
     /// Requests waiting per pool before callers get `overloaded`.
     pub queue_depth: usize,
     /// Threads scoring VAD windows (each batches across sessions; 0 = one per core).
     pub vad: usize,
+}
+
+impl WorkersConfig {
+    /// Piper's intra-op threads per worker: `tts_threads`, or the cores over the workers.
+    pub fn piper_threads(&self) -> usize {
+        match self.tts_threads {
+            0 => (std::thread::available_parallelism().map_or(1, usize::from) / self.tts.max(1)).max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for DataConfig {
@@ -184,7 +198,7 @@ impl Default for PipelinesConfig {
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        Self { stt: 1, llm: 1, tts: 1, embed: 1, onnx_threads: 1, queue_depth: 1024, vad: 0 }
+        Self { stt: 1, llm: 1, tts: 1, embed: 1, onnx_threads: 1, tts_threads: 0, queue_depth: 1024, vad: 0 }
     }
 }
 
@@ -253,6 +267,17 @@ mod tests {
             assert_eq!(config.workers.tts, 1, "untouched keys keep defaults");
             Ok(())
         });
+    }
+
+    #[test]
+    fn piper_gets_the_cores_shared_among_tts_workers_unless_told() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut w = WorkersConfig::default();
+        assert_eq!(w.piper_threads(), cores, "one TTS worker gets every core");
+        w.tts = cores * 2;
+        assert_eq!(w.piper_threads(), 1, "never fewer than one thread");
+        w.tts_threads = 3;
+        assert_eq!(w.piper_threads(), 3, "an explicit count wins");
     }
 
     #[test]

@@ -309,7 +309,9 @@ async fn an_answer_is_interrupted_while_written_while_spoken_and_while_still_pla
 
 /// A phone on speaker: streams its microphone in real time — noise at −45 dBFS plus the
 /// answer audio it plays, back at `echo_db` — while `speech` (if any) is said into it
-/// `speak_after` into the answer. Returns the events until the answer has played out.
+/// `speak_after` into the answer. Like a real phone it drops the audio it has not played
+/// when told to clear, and plays audio that arrives after a pause as it arrives. Returns
+/// the events until the last answer has played out.
 async fn on_speakerphone(c: Client, question: &str, echo_db: f32, speech: Option<(&[f32], Duration)>) -> Vec<Value> {
     let (mut sink, mut stream) = c.ws.split();
     let ask = json!({"type": "conversation.item.create", "item": {"text": question}});
@@ -318,7 +320,11 @@ async fn on_speakerphone(c: Client, question: &str, echo_db: f32, speech: Option
     let noise = pink_noise(1_000, -45.0, 11);
     let echo_delay = 16 * 120; // samples: network, jitter buffer, the room
     let mut answer: Vec<f32> = Vec::new();
+    // When the first answer audio arrived (the user's speech is timed from it), and when
+    // the speaker would have started `answer` to be playing it now without gaps.
     let mut first_audio: Option<Instant> = None;
+    let mut start: Option<Instant> = None;
+    let playing_at = |t0: Instant| (t0.elapsed().as_secs_f64() * 16_000.0) as usize;
     let mut events = Vec::new();
     let mut done = false;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -328,27 +334,46 @@ async fn on_speakerphone(c: Client, question: &str, echo_db: f32, speech: Option
             msg = stream.next() => match msg.expect("socket open").expect("frame") {
                 Message::Text(t) => {
                     let e: Value = serde_json::from_str(&t).expect("json");
-                    done |= e["type"] == "response.done";
+                    match e["type"].as_str() {
+                        Some("response.done") => done = true,
+                        // A new question is being asked: its answer is still to come.
+                        Some("input_audio_buffer.speech_started" | "response.created") => done = false,
+                        Some("output_audio_buffer.clear") => {
+                            if let Some(t0) = start {
+                                answer.truncate(playing_at(t0));
+                            }
+                        }
+                        _ => {}
+                    }
                     events.push(e);
                 }
                 Message::Binary(b) => {
-                    first_audio.get_or_insert_with(Instant::now);
+                    let t0 = *start.get_or_insert_with(Instant::now);
+                    first_audio.get_or_insert(t0);
+                    // The speaker ran dry: the new audio plays from now, not from the past,
+                    // and the echo path carries the silence it played meanwhile.
+                    let behind = playing_at(t0).saturating_sub(answer.len());
+                    if behind > 0 {
+                        answer.resize(answer.len() + behind.min(echo_delay), 0.0);
+                        let rebased = playing_at(t0).saturating_sub(answer.len());
+                        start = Some(t0 + Duration::from_secs_f64(rebased as f64 / 16_000.0));
+                    }
                     answer.extend(pcm16_to_f32(&b));
                 }
                 _ => {}
             },
             _ = tick.tick() => {
                 let mut frame: Vec<f32> = (0..320).map(|i| noise[(sent + i) % noise.len()]).collect();
-                if let Some(t0) = first_audio {
-                    let played = (t0.elapsed().as_secs_f64() * 16_000.0) as usize;
-                    let start = played.saturating_sub(echo_delay);
+                if let (Some(t0), Some(first)) = (start, first_audio) {
+                    let played = playing_at(t0);
+                    let echoed = played.saturating_sub(echo_delay);
                     for (i, s) in frame.iter_mut().enumerate() {
-                        *s += answer.get(start + i).copied().unwrap_or(0.0) * gain;
+                        *s += answer.get(echoed + i).copied().unwrap_or(0.0) * gain;
                     }
                     if let Some((speech, after)) = speech {
-                        let into = t0.elapsed().saturating_sub(after).as_secs_f64();
+                        let into = first.elapsed().saturating_sub(after).as_secs_f64();
                         let at = (into * 16_000.0) as usize;
-                        if t0.elapsed() >= after {
+                        if first.elapsed() >= after {
                             for (i, s) in frame.iter_mut().enumerate() {
                                 *s += speech.get(at + i).copied().unwrap_or(0.0);
                             }

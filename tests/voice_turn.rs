@@ -136,3 +136,45 @@ async fn talking_over_an_answer_still_playing_stops_it() {
     let clear = events.last().expect("clear");
     assert_eq!(clear["response_id"], done["response_id"], "the answer being played is stopped: {events:?}");
 }
+
+/// A transcription made in the user's pause prepares the turn: the turn's own search on
+/// the same words (a follow-up's too, made standalone by its terms) is a cache hit.
+#[tokio::test]
+async fn a_pause_prepares_the_retrieval_the_turn_reads() {
+    use fieldvox::pipeline::turn::Warm;
+    use fieldvox::session::history::Exchange;
+
+    let h = harness();
+    let pipeline = h.app.pipelines.get(Some("field-assistant")).unwrap();
+    let retrieval = pipeline.profile.retrieval.clone();
+    let warm = |history| Warm {
+        kb: h.app.kb.clone(),
+        pipeline: pipeline.clone(),
+        tenant: TENANT_A.into(),
+        equipment: None,
+        history,
+    };
+    let asked = "Which torque do the RTU-40 compressor head bolts take when the unit is warm?";
+    let unprepared = "Which torque do the RTU-40 compressor head bolts take when the unit is cold?";
+    warm(Vec::new()).prepare(asked.into()).await;
+    let (passages, rt) = h.app.kb.retrieve(TENANT_A, None, asked, &retrieval).await.unwrap();
+    assert!(rt.cache_hit && !passages.is_empty(), "{rt:?}");
+    let (_, rt) = h.app.kb.retrieve(TENANT_A, None, unprepared, &retrieval).await.unwrap();
+    assert!(!rt.cache_hit, "a question nobody prepared is searched");
+
+    let previous = Exchange {
+        question_item: "item_q".into(),
+        question: asked.into(),
+        standalone: asked.into(),
+        answer_item: "item_a".into(),
+        answer: "38 newton metres.".into(),
+        said: "38 newton metres.".into(),
+        answer_audio_us: 0,
+    };
+    let follow_up = "And the gasket part number?";
+    let standalone = fieldvox::pipeline::followup::by_terms(follow_up, Some(&previous));
+    assert_ne!(standalone, follow_up, "the follow-up carries the first question's terms");
+    warm(vec![previous]).prepare(follow_up.into()).await;
+    let (_, rt) = h.app.kb.retrieve(TENANT_A, None, &standalone, &retrieval).await.unwrap();
+    assert!(rt.cache_hit, "the follow-up was prepared as the turn will search it: {standalone:?}");
+}

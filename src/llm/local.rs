@@ -1,52 +1,62 @@
-//! The in-process LLM: SmolLM2-135M-Instruct (GGUF, Q4_1) on the CPU with candle.
+//! The in-process LLM: SmolLM2-135M-Instruct (GGUF, Q4_1) on the CPU.
 //!
-//! Owns loading the weights and tokenizer from one GGUF file and streaming a
-//! greedy (deterministic) answer to a ChatML conversation. Every call starts
-//! from an empty KV cache. Weights are expanded to f32 at load (see `dense`).
+//! Owns the tokenizer, the chat prompt and greedy (deterministic) decoding, streaming
+//! the answer; the transformer itself is an [`engine`] chosen per profile. The KV cache
+//! of the system message is kept between calls; the rest of the prompt is read anew.
 //!
-//! CPU threads: candle's f32 matmuls split across `RAYON_NUM_THREADS` threads
-//! (default: the physical cores, or the CPUs listed in `CANDLE_CPU_MASK`) on the
-//! global rayon pool. Decoding is memory-bound, so one thread decodes about as
-//! fast as two; more threads only shorten the prompt pass.
+//! CPU threads: candle's matmuls split across `RAYON_NUM_THREADS` threads (default: the
+//! physical cores, or the CPUs listed in `CANDLE_CPU_MASK`) on the global rayon pool;
+//! llama.cpp gets the same number of threads of its own.
 
 mod chatml;
 mod dense;
+pub mod engine;
 mod grounded;
+#[cfg(feature = "llama-cpp")]
+mod llama_cpp;
 mod text_stream;
 
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
 
+pub use engine::LlmEngine;
 pub use grounded::{DEFAULT_SYSTEM_PROMPT, grounded_user_message};
 
 use fieldvox_formats::gguf_tokenizer::GgufTokenizer;
 
 use crate::llm::ChatMessage;
 use crate::models::ModelError;
+use engine::Forward;
 use text_stream::TextStream;
 
 const MODEL: &str = "smollm2";
 
-/// Prompt tokens per forward pass: bounds the attention scratch memory of long prompts.
-const PREFILL_CHUNK: usize = 512;
-
 pub struct LocalLlm {
-    model: ModelWeights,
+    engine: Box<dyn Forward>,
     tokenizer: GgufTokenizer,
-    device: Device,
     /// Positions the model can attend over (prompt plus answer).
     context_len: usize,
     /// Ids that end the answer: end of turn, end of text, or any other chat marker.
     stop_ids: Vec<u32>,
 }
 
+/// What one `generate` call did, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    /// Prompt tokens read this call (the rest came from the kept KV cache).
+    pub prompt_read: usize,
+    pub generated: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
 impl LocalLlm {
-    /// Loads weights and tokenizer from a llama-architecture GGUF file.
-    pub fn load(gguf: &Path) -> Result<Self, ModelError> {
+    /// Loads weights and tokenizer from a llama-architecture GGUF file into `engine`.
+    pub fn load(gguf: &Path, engine: LlmEngine) -> Result<Self, ModelError> {
         let started = Instant::now();
         if !gguf.is_file() {
             return Err(ModelError::Missing { path: gguf.to_path_buf() });
@@ -61,21 +71,28 @@ impl LocalLlm {
             .get("llama.context_length")
             .and_then(|v| v.to_u32().ok())
             .map_or(MAX_SEQ_LEN, |n| n as usize);
-        // candle precomputes rotary tables for MAX_SEQ_LEN positions only.
+        // candle precomputes rotary tables for MAX_SEQ_LEN positions only; every engine
+        // gets the same context so they answer the same prompts.
         let context_len = trained_context.min(MAX_SEQ_LEN);
         let mut stop_ids = tokenizer.control_ids().to_vec();
         stop_ids.extend(tokenizer.eos_id());
 
-        let device = Device::Cpu;
-        let model = match dense::dense_gguf(&content, &mut reader)? {
-            Some(mut dense) => gguf_file::Content::read(&mut dense)
-                .and_then(|content| ModelWeights::from_gguf(content, &mut dense, &device)),
-            None => ModelWeights::from_gguf(content, &mut reader, &device),
-        }
-        .map_err(|e| ModelError::load(MODEL, e))?;
+        let engine: Box<dyn Forward> = match engine.resolve() {
+            LlmEngine::Auto | LlmEngine::Candle => Box::new(engine::CandleEngine::load(content, &mut reader, false)?),
+            LlmEngine::CandleQuantized => Box::new(engine::CandleEngine::load(content, &mut reader, true)?),
+            #[cfg(feature = "llama-cpp")]
+            LlmEngine::LlamaCpp => Box::new(llama_cpp::LlamaCppEngine::load(gguf, context_len, cpu_threads())?),
+            #[cfg(not(feature = "llama-cpp"))]
+            LlmEngine::LlamaCpp => {
+                return Err(ModelError::load(
+                    MODEL,
+                    "this build has no llama.cpp engine (build with `--features llama-cpp`)",
+                ));
+            }
+        };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(elapsed_ms, context_len, path = %gguf.display(), "local llm loaded");
-        Ok(Self { model, tokenizer, device, context_len, stop_ids })
+        Ok(Self { engine, tokenizer, context_len, stop_ids })
     }
 
     /// Positions available to one `generate` call (prompt plus answer).
@@ -83,8 +100,26 @@ impl LocalLlm {
         self.context_len
     }
 
+    /// The prompt ids for `messages`, leaving room for `max_tokens`.
+    fn prompt(&self, messages: &[ChatMessage], max_tokens: usize) -> Result<chatml::Prompt, ModelError> {
+        let Some(budget) = self.context_len.checked_sub(max_tokens) else {
+            return Err(ModelError::input(
+                MODEL,
+                format!("max_tokens {max_tokens} exceeds the context of {}", self.context_len),
+            ));
+        };
+        chatml::prompt_ids(&self.tokenizer, messages, budget)
+    }
+
+    /// Reads the prompt that `generate(messages, max_tokens, ..)` would read, ahead of
+    /// time: that call then starts writing at once. Returns the tokens read.
+    pub fn read(&mut self, messages: &[ChatMessage], max_tokens: usize) -> Result<usize, ModelError> {
+        let prompt = self.prompt(messages, max_tokens)?;
+        let (_, read) = self.engine.prefill(&prompt.ids, prompt.pinned)?;
+        Ok(read)
+    }
+
     /// Streams the answer; `on_text` gets each new piece and returns false to stop early.
-    /// Returns the number of generated tokens.
     ///
     /// A conversation longer than the context keeps its system message and its
     /// most recent text; [`ModelError::Input`] if even that leaves no room.
@@ -93,94 +128,71 @@ impl LocalLlm {
         messages: &[ChatMessage],
         max_tokens: usize,
         on_text: &mut dyn FnMut(&str) -> bool,
-    ) -> Result<usize, ModelError> {
-        let Some(budget) = self.context_len.checked_sub(max_tokens) else {
-            return Err(ModelError::input(
-                MODEL,
-                format!("max_tokens {max_tokens} exceeds the context of {}", self.context_len),
-            ));
-        };
-        let prompt = chatml::prompt_ids(&self.tokenizer, messages, budget)?;
-        tracing::trace!(?prompt, "prompt ids");
+    ) -> Result<Generation, ModelError> {
+        let prompt = self.prompt(messages, max_tokens)?;
+        tracing::trace!(ids = ?prompt.ids, "prompt ids");
+        let mut run = Generation { prompt_tokens: prompt.ids.len(), ..Generation::default() };
         if max_tokens == 0 {
-            return Ok(0);
+            return Ok(run);
         }
 
         let started = Instant::now();
-        let mut logits = self.prefill(&prompt, PREFILL_CHUNK)?;
-        let mut pos = prompt.len();
-        let prefill_ms = started.elapsed().as_millis() as u64;
+        let (mut logits, read) = self.engine.prefill(&prompt.ids, prompt.pinned)?;
+        run.prompt_read = read;
+        let mut pos = prompt.ids.len();
+        run.prefill_ms = started.elapsed().as_secs_f64() * 1000.0;
 
         let mut stream = TextStream::default();
-        let mut generated = 0;
-        let mut first_token_ms = None;
         let mut cancelled = false;
         loop {
             let next = argmax(&logits)?;
             if self.stop_ids.contains(&next) {
                 break;
             }
-            generated += 1;
-            first_token_ms.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+            run.generated += 1;
             if let Some(piece) = stream.push(&self.tokenizer, next)?
                 && !on_text(&piece)
             {
                 cancelled = true;
                 break;
             }
-            if generated >= max_tokens {
+            if run.generated >= max_tokens {
                 break;
             }
-            logits = self.forward(&[next], pos)?;
+            logits = self.engine.step(next, pos)?;
             pos += 1;
         }
         if !cancelled && let Some(rest) = stream.finish(&self.tokenizer)? {
             on_text(&rest);
         }
 
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        run.decode_ms = started.elapsed().as_secs_f64() * 1000.0 - run.prefill_ms;
         tracing::debug!(
-            prompt_tokens = prompt.len(),
-            generated,
-            prefill_ms,
-            first_token_ms,
-            elapsed_ms,
+            prompt_tokens = run.prompt_tokens,
+            prompt_read = run.prompt_read,
+            generated = run.generated,
+            prefill_ms = run.prefill_ms,
+            decode_ms = run.decode_ms,
             cancelled,
             "local llm generated"
         );
-        Ok(generated)
-    }
-
-    /// Runs the prompt from an empty cache, `chunk` tokens per pass; logits for the next token.
-    fn prefill(&mut self, prompt: &[u32], chunk: usize) -> Result<Tensor, ModelError> {
-        // Position 0 makes every layer drop its cache; clearing also frees it early.
-        self.model.clear_kv_cache();
-        let mut logits = None;
-        let mut pos = 0;
-        for piece in prompt.chunks(chunk.max(1)) {
-            logits = Some(self.forward(piece, pos)?);
-            pos += piece.len();
-        }
-        logits.ok_or_else(|| ModelError::input(MODEL, "empty prompt"))
-    }
-
-    /// Logits for the token after `ids`, which start at position `pos`.
-    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Tensor, ModelError> {
-        let input =
-            Tensor::new(ids, &self.device).and_then(|t| t.unsqueeze(0)).map_err(|e| ModelError::inference(MODEL, e))?;
-        self.model.forward(&input, pos).map_err(|e| ModelError::inference(MODEL, e))
+        Ok(run)
     }
 }
 
+/// Threads for an engine with its own pool: as many as candle's rayon pool uses.
+#[cfg(feature = "llama-cpp")]
+fn cpu_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// Greedy choice; ties go to the lowest id so runs are reproducible.
-fn argmax(logits: &Tensor) -> Result<u32, ModelError> {
-    let values: Vec<f32> = logits
-        .flatten_all()
-        .and_then(|t| t.to_dtype(candle_core::DType::F32))
-        .and_then(|t| t.to_vec1())
-        .map_err(|e| ModelError::inference(MODEL, e))?;
+fn argmax(logits: &[f32]) -> Result<u32, ModelError> {
     let mut best: Option<(usize, f32)> = None;
-    for (i, &v) in values.iter().enumerate() {
+    for (i, &v) in logits.iter().enumerate() {
         if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
             best = Some((i, v));
         }
@@ -195,6 +207,7 @@ mod tests {
     use super::*;
     use crate::llm::Role;
     use crate::models::ModelPaths;
+    use engine::PREFILL_CHUNK;
 
     /// One loaded model shared by the tests, which take turns on the 2 cores.
     fn llm() -> MutexGuard<'static, LocalLlm> {
@@ -202,7 +215,7 @@ mod tests {
         LLM.get_or_init(|| {
             let path = ModelPaths::new(ModelPaths::default_root()).smollm2_gguf().unwrap();
             let started = Instant::now();
-            let llm = LocalLlm::load(&path).unwrap();
+            let llm = LocalLlm::load(&path, LlmEngine::Candle).unwrap();
             eprintln!("load: {} ms", started.elapsed().as_millis());
             Mutex::new(llm)
         })
@@ -241,7 +254,8 @@ mod tests {
                 text.push_str(piece);
                 true
             })
-            .unwrap();
+            .unwrap()
+            .generated;
         let total_ms = started.elapsed().as_millis();
         eprintln!("{tokens} tokens in {total_ms} ms (first piece {first_piece_ms:?} ms): {text:?}");
         (text, tokens)
@@ -323,7 +337,8 @@ mod tests {
                 pieces.push(piece.to_owned());
                 false
             })
-            .unwrap();
+            .unwrap()
+            .generated;
         assert_eq!(pieces.len(), 1);
         assert!((1..=2).contains(&tokens), "generated {tokens} tokens after cancelling");
     }
@@ -345,19 +360,80 @@ mod tests {
         assert_eq!(again, long);
     }
 
+    /// The test model's engine on its own, reading prompts `chunk` tokens at a time.
+    fn candle_engine(chunk: usize) -> engine::CandleEngine {
+        let path = ModelPaths::new(ModelPaths::default_root()).smollm2_gguf().unwrap();
+        let mut reader = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+        let content = gguf_file::Content::read(&mut reader).unwrap();
+        engine::CandleEngine::load(content, &mut reader, false).unwrap().with_chunk(chunk)
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+    }
+
     #[test]
-    fn chunked_prefill_matches_a_single_pass() {
-        let mut llm = llm();
-        let messages = rtu40_messages("What torque for the compressor head bolts on the RTU-40?");
-        let prompt = chatml::prompt_ids(&llm.tokenizer, &messages, llm.context_len()).unwrap();
-        let whole: Vec<f32> = llm.prefill(&prompt, prompt.len()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let chunked: Vec<f32> = llm.prefill(&prompt, 7).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let max_diff = whole.iter().zip(&chunked).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(max_diff < 1e-3, "chunked prefill drifts by {max_diff}");
-        assert_eq!(
-            argmax(&Tensor::new(whole.as_slice(), &Device::Cpu).unwrap()).unwrap(),
-            argmax(&Tensor::new(chunked.as_slice(), &Device::Cpu).unwrap()).unwrap()
+    fn chunked_prefill_and_the_kept_system_prefix_match_a_fresh_single_pass() {
+        let (torque, gasket) = {
+            let llm = llm();
+            let prompt = |q: &str| chatml::prompt_ids(&llm.tokenizer, &rtu40_messages(q), llm.context_len()).unwrap();
+            (prompt("What torque for the compressor head bolts on the RTU-40?"), prompt("Which gasket part number?"))
+        };
+        assert!(
+            torque.pinned > 10
+                && torque.pinned == gasket.pinned
+                && torque.ids[..torque.pinned] == gasket.ids[..gasket.pinned]
         );
+
+        let mut whole = candle_engine(PREFILL_CHUNK);
+        let (fresh, read) = whole.prefill(&gasket.ids, 0).unwrap();
+        assert_eq!(read, gasket.ids.len());
+
+        let mut chunked = candle_engine(7);
+        let (first, read) = chunked.prefill(&torque.ids, torque.pinned).unwrap();
+        assert_eq!(read, torque.ids.len(), "nothing kept yet");
+        // The second question reads only what follows the system message.
+        let (kept, read) = chunked.prefill(&gasket.ids, gasket.pinned).unwrap();
+        assert_eq!(read, gasket.ids.len() - gasket.pinned);
+        assert!(max_diff(&fresh, &kept) < 1e-3, "kept prefix drifts by {}", max_diff(&fresh, &kept));
+        assert_eq!(argmax(&fresh).unwrap(), argmax(&kept).unwrap());
+        assert!(max_diff(&first, &kept) > 1e-2, "a different question gives different logits");
+    }
+
+    #[test]
+    fn a_prompt_read_ahead_is_not_read_again_and_answers_the_same() {
+        let mut llm = llm();
+        let messages = rtu40_messages("Which refrigerant does the RTU-40 use?");
+        let (fresh, _) = answer(&mut llm, &messages, 24);
+        // Another prompt in between, so nothing of this one is left in the cache.
+        answer(&mut llm, &rtu40_messages("What torque?"), 4);
+        let read = llm.read(&messages, 24).unwrap();
+        assert!(read > 0);
+        let mut text = String::new();
+        let run = llm.generate(&messages, 24, &mut |piece| {
+            text.push_str(piece);
+            true
+        });
+        assert_eq!(run.unwrap().prompt_read, 0, "the prompt was read ahead");
+        assert_eq!(text, fresh);
+    }
+
+    /// llama.cpp reads the same file and prompt ids: it finds the same fact, and keeps
+    /// the system message's cache between calls as candle does.
+    #[cfg(feature = "llama-cpp")]
+    #[test]
+    fn llama_cpp_reads_the_same_prompt_and_keeps_the_system_prefix() {
+        let path = ModelPaths::new(ModelPaths::default_root()).smollm2_gguf().unwrap();
+        let mut llama = LocalLlm::load(&path, LlmEngine::LlamaCpp).unwrap();
+        let messages = rtu40_messages("What torque for the compressor head bolts on the RTU-40?");
+        let (text, tokens) = answer(&mut llama, &messages, 64);
+        assert!(text.contains("38") && tokens > 0, "{text:?}");
+        let second = llama
+            .generate(&rtu40_messages("What is the part number of the replacement gasket?"), 64, &mut |_| true)
+            .unwrap();
+        let pinned = chatml::prompt_ids(&llama.tokenizer, &messages, llama.context_len()).unwrap().pinned;
+        assert!(second.prompt_read <= second.prompt_tokens - pinned, "read {second:?}");
     }
 
     #[test]
@@ -395,9 +471,9 @@ mod tests {
             message(Role::Assistant, "An old answer."),
             message(Role::User, &format!("{filler}Question: what torque?")),
         ];
-        let everything = chatml::prompt_ids(tok, &messages, usize::MAX).unwrap();
+        let everything = chatml::prompt_ids(tok, &messages, usize::MAX).unwrap().ids;
         let budget = 80;
-        let ids = chatml::prompt_ids(tok, &messages, budget).unwrap();
+        let ids = chatml::prompt_ids(tok, &messages, budget).unwrap().ids;
         assert!(ids.len() <= budget && ids.len() < everything.len());
         let text = tok.decode(&ids).unwrap();
         // Control tokens are dropped by decode: check the layout by ids and text.

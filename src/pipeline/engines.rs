@@ -7,7 +7,7 @@ use super::profile::{self, LlmKind, Profile, ProfileError, SttKind, TtsKind, Whi
 use super::providers::{LlmProvider, SttProvider, TtsProvider};
 use crate::config::Config;
 use crate::llm::LlmError;
-use crate::llm::local::LocalLlm;
+use crate::llm::local::{LlmEngine, LocalLlm};
 use crate::llm::openai::OpenAiChat;
 use crate::models::ModelError;
 use crate::voice::stt::openai::OpenAiTranscriber;
@@ -44,7 +44,7 @@ pub enum EngineError {
 struct Shared {
     stt: BTreeMap<(SttKind, WhisperModel), Arc<SttProvider>>,
     tts: BTreeMap<TtsKind, Arc<TtsProvider>>,
-    local_llm: Option<Arc<LlmProvider>>,
+    local_llm: BTreeMap<LlmEngine, Arc<LlmProvider>>,
     extractive: Option<Arc<LlmProvider>>,
 }
 
@@ -118,7 +118,7 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
     let tts = match shared.tts.get(&profile.tts.provider) {
         Some(p) => p.clone(),
         None => {
-            let threads = w.onnx_threads;
+            let threads = w.piper_threads();
             let provider = match profile.tts.provider {
                 TtsKind::Piper => {
                     let paths = paths.clone();
@@ -150,16 +150,26 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
         }
     };
     let llm = match profile.llm.provider {
-        LlmKind::Local => match &shared.local_llm {
-            Some(p) => p.clone(),
-            None => {
-                let gguf = paths.smollm2_gguf()?;
-                let pool = WorkerPool::spawn("llm", w.llm, w.queue_depth, move |_| LocalLlm::load(&gguf))?;
-                let provider = Arc::new(LlmProvider::Local(pool));
-                shared.local_llm = Some(provider.clone());
-                provider
+        LlmKind::Local => {
+            let engine = profile.llm.engine.resolve();
+            match shared.local_llm.get(&engine) {
+                Some(p) => p.clone(),
+                None => {
+                    if !engine.is_built() {
+                        return Err(provider_err(format!(
+                            "[llm] engine = \"{}\" is not in this build (cargo feature `llama-cpp`)",
+                            engine.as_str()
+                        )));
+                    }
+                    let gguf = paths.smollm2_gguf()?;
+                    let pool =
+                        WorkerPool::spawn(engine.pool(), w.llm, w.queue_depth, move |_| LocalLlm::load(&gguf, engine))?;
+                    let provider = Arc::new(LlmProvider::Local(pool));
+                    shared.local_llm.insert(engine, provider.clone());
+                    provider
+                }
             }
-        },
+        }
         LlmKind::Extractive => shared.extractive.get_or_insert_with(|| Arc::new(LlmProvider::Extractive)).clone(),
         LlmKind::Openai => {
             let e = &profile.llm.endpoint;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::llm::local::LlmEngine;
 pub use crate::rag::evidence::EvidenceConfig;
 pub use crate::rag::retrieve::RetrievalConfig;
 pub use crate::session::history::{ConversationConfig, Rewrite};
@@ -154,6 +155,9 @@ pub enum LlmKind {
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
     pub provider: LlmKind,
+    /// For `local`: the engine that runs the model (README, "Answer quality").
+    #[serde(default)]
+    pub engine: LlmEngine,
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
     #[serde(default)]

@@ -133,13 +133,24 @@ impl LlmProvider {
                 pool.run(move |llm| {
                     let mut on_text =
                         |piece: &str| !cancel.load(Ordering::Relaxed) && tx.blocking_send(piece.to_string()).is_ok();
-                    llm.generate(&messages, max_tokens, &mut on_text).map(crate::metrics::llm_tokens)
+                    llm.generate(&messages, max_tokens, &mut on_text)
+                        .map(|run| crate::metrics::llm_tokens(run.generated))
                 })
                 .await??;
                 Ok(())
             }
             LlmProvider::OpenAi(client) => client.stream(messages, max_tokens, tx, cancel).await,
         }
+    }
+
+    /// Reads the prompt of `req` ahead of the turn that will answer it, so the local
+    /// model starts writing at once (a no-op for the other answerers).
+    pub async fn read_ahead(&self, req: &AnswerRequest) -> Result<(), LlmError> {
+        if let LlmProvider::Local(pool) = self {
+            let (messages, max_tokens) = (prompt::messages(req), req.max_tokens);
+            pool.run(move |llm| llm.read(&messages, max_tokens)).await??;
+        }
+        Ok(())
     }
 
     /// A language model's whole reply to `messages` (empty for the extractive answerer).

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::Pipeline;
 use super::cancel::Cancel;
 use super::followup;
-use super::profile::Rewrite;
+use super::profile::{Profile, Rewrite};
 use super::providers::StageError;
 use crate::audio::pcm::{encode_pcm16, rms_dbfs};
 use crate::audio::resample::resample;
@@ -197,7 +197,7 @@ async fn respond(ctx: &TurnContext, question: &str, ended_at: Instant, timings: 
     let Some(found) = ctx.cancel.unless_cancelled(found).await else {
         return Outcome::cancelled(String::new());
     };
-    let (passages, mut evidence) = match found {
+    let (passages, evidence) = match found {
         Ok((passages, evidence, rt)) => {
             timings.embed_ms = Some(rt.embed_ms);
             timings.retrieval_ms = Some(rt.search_ms);
@@ -213,11 +213,8 @@ async fn respond(ctx: &TurnContext, question: &str, ended_at: Instant, timings: 
     if let Some(best) = evidence.first() {
         tracing::debug!(score = best.score, sentence = %best.sentence, "best evidence");
     }
-    // Below the calibrated cut nothing in the manuals answers the question: say so.
-    evidence.retain(|e| e.score >= profile.evidence.min_score);
-    evidence.truncate(profile.evidence.max_sentences);
-
-    let (outcome, cited) = answer(ctx, question, &passages, evidence, ended_at, timings).await;
+    let req = answer_request(profile, question, &passages, evidence, &ctx.history);
+    let (outcome, cited) = answer(ctx, req, ended_at, timings).await;
     let citations = cited
         .iter()
         .filter_map(|&i| passages.get(i))
@@ -256,6 +253,53 @@ async fn standalone_question(ctx: &TurnContext, question: &str) -> String {
     followup::by_terms(question, Some(previous))
 }
 
+/// What a speculative transcription may prepare while the user's pause runs out.
+pub struct Warm {
+    pub kb: KnowledgeBase,
+    pub pipeline: Arc<Pipeline>,
+    pub tenant: String,
+    pub equipment: Option<String>,
+    /// The conversation so far, oldest first (a follow-up is made standalone by its terms).
+    pub history: Vec<Exchange>,
+}
+
+impl Warm {
+    /// Reads what a turn on `heard` would read (the query embedding, the retrieval, the
+    /// evidence sentences' embeddings, a local model's prompt), so their caches hold them
+    /// when the pause ends and the turn starts. Nothing is sent; if the user speaks on, it
+    /// was a guess that cost one search and one prompt read.
+    pub async fn prepare(self, heard: String) {
+        let profile = &self.pipeline.profile;
+        let Ok(vocabulary) = self.kb.vocabulary(&self.tenant).await else { return };
+        let question = vocabulary.correct(&heard);
+        if question.trim().is_empty() {
+            return;
+        }
+        // The same standalone question `standalone_question` makes, except a model's rewrite.
+        let standalone = match (profile.conversation.rewrite, self.history.last()) {
+            (_, None) | (Rewrite::Off, _) => question.clone(),
+            (Rewrite::Terms, Some(previous)) => followup::by_terms(&question, Some(previous)),
+            (Rewrite::Llm, Some(_)) => return,
+        };
+        let equipment = self.equipment.as_deref();
+        let found = async {
+            let (passages, _) = self.kb.retrieve(&self.tenant, equipment, &standalone, &profile.retrieval).await?;
+            let evidence = self.kb.evidence(&profile.evidence, &self.tenant, &standalone, &passages).await?;
+            Ok::<_, crate::rag::RagError>((passages, evidence))
+        };
+        let (passages, evidence) = match found.await {
+            Ok(found) => found,
+            Err(e) => return tracing::debug!(error = %e, "speculative retrieval failed"),
+        };
+        let req = answer_request(profile, &question, &passages, evidence, &self.history);
+        if !req.evidence.is_empty()
+            && let Err(e) = self.pipeline.llm.read_ahead(&req).await
+        {
+            tracing::debug!(error = %e, "speculative prompt read failed");
+        }
+    }
+}
+
 /// Characters of the tenant's codes given to speech recognition as context.
 const HINT_CHARS: usize = 300;
 
@@ -274,7 +318,8 @@ pub async fn transcription_hint(kb: &KnowledgeBase, tenant: &str, pipeline: &Pip
 }
 
 /// Waits for the transcription and reports it; `None` when there is nothing to answer.
-/// For a speculative transcription the time measured is only what the pause did not hide.
+/// For a speculative transcription the time measured is only what the pause did not hide,
+/// including the search it started on what it heard (see [`Warm`]).
 async fn transcript(
     ctx: &TurnContext,
     timings: &mut Timings,
@@ -345,13 +390,33 @@ impl AnswerKind {
     }
 }
 
-/// Streams the answer's text and speech; returns how it ended and the passages it cites
-/// (indexes into `passages`, the answer's own source first).
-async fn answer(
-    ctx: &TurnContext,
+/// What the answerer gets: the evidence above the profile's calibrated cut (none: nothing
+/// in the manuals answers the question), at most its number of sentences. One definition
+/// for the turn and for reading its prompt ahead.
+fn answer_request(
+    profile: &Profile,
     question: &str,
     passages: &[Passage],
-    evidence: Vec<Evidence>,
+    mut evidence: Vec<Evidence>,
+    history: &[Exchange],
+) -> AnswerRequest {
+    evidence.retain(|e| e.score >= profile.evidence.min_score);
+    evidence.truncate(profile.evidence.max_sentences);
+    AnswerRequest {
+        system_prompt: profile.llm.system_prompt.clone(),
+        question: question.to_string(),
+        passages: passages.to_vec(),
+        evidence,
+        max_tokens: profile.llm.max_tokens,
+        history: history.iter().map(|e| (e.question.clone(), e.answer.clone())).collect(),
+    }
+}
+
+/// Streams the answer's text and speech; returns how it ended and the passages it cites
+/// (indexes into `req.passages`, the answer's own source first).
+async fn answer(
+    ctx: &TurnContext,
+    req: AnswerRequest,
     ended_at: Instant,
     timings: &mut Timings,
 ) -> (Outcome, Vec<usize>) {
@@ -371,14 +436,6 @@ async fn answer(
         },
         sentence_rx,
     ));
-    let req = AnswerRequest {
-        system_prompt: profile.llm.system_prompt.clone(),
-        question: question.to_string(),
-        passages: passages.to_vec(),
-        evidence,
-        max_tokens: profile.llm.max_tokens,
-        history: ctx.history.iter().map(|e| (e.question.clone(), e.answer.clone())).collect(),
-    };
     let mut said = Said {
         ctx,
         response_id,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::retrieve::Passage;
-use super::terms::{asked_codes, codes, facts, terms, within_distance, words};
+use super::terms::{asked_codes, codes, facts, printed_as, terms, within_distance, words};
 use super::{KnowledgeBase, RagError};
 
 /// Weights of the evidence score beside the cosine similarity. Tuned on the
@@ -103,7 +103,8 @@ const UNITS: &[(&[&str], &[&str])] = &[
 
 /// What the question asks for, in terms (computed once per question).
 struct Asked {
-    terms: Vec<String>,
+    /// Each asked term with the word manuals print for it, if it is jargon.
+    terms: Vec<(String, Option<&'static str>)>,
     /// Code keys of the question (letters and digits: "e47", "hxflt0440").
     codes: Vec<String>,
     /// How the manuals print the units the question asks in, one list per unit.
@@ -118,6 +119,13 @@ impl Asked {
         terms.extend(codes.iter().cloned());
         let mut seen = std::collections::BTreeSet::new();
         terms.retain(|t| seen.insert(t.clone()));
+        let terms = terms
+            .into_iter()
+            .map(|t| {
+                let printed = printed_as(&t);
+                (t, printed)
+            })
+            .collect();
         let said: Vec<String> = question.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase).collect();
         let units = UNITS
             .iter()
@@ -145,11 +153,12 @@ impl Title {
 fn score(config: &EvidenceConfig, asked: &Asked, title: &Title, sentence: &str, cos: f32) -> f32 {
     let title_terms = &title.terms;
     let sentence_terms = terms(sentence);
-    let has = |t: &String| sentence_terms.contains(t) || title_terms.contains(t);
+    let has = |t: &str| sentence_terms.iter().chain(title_terms).any(|s| s == t);
     let coverage = if asked.terms.is_empty() {
         0.0
     } else {
-        asked.terms.iter().filter(|t| has(t)).count() as f32 / asked.terms.len() as f32
+        let covered = asked.terms.iter().filter(|(t, printed)| has(t) || printed.is_some_and(has)).count();
+        covered as f32 / asked.terms.len() as f32
     };
     // Codes the title already names (the equipment id) do not need repeating in the
     // sentence, nor do near misses of it ("rto4d" heard for "RTU-40").
@@ -256,5 +265,20 @@ mod tests {
         let volts = scored(heater, title, "The crankcase heater runs on 230 V.");
         let watts = scored(heater, title, "The crankcase heater is rated 90 W.");
         assert!(watts > volts + 0.3, "{watts} vs {volts}");
+    }
+
+    #[test]
+    fn trade_jargon_counts_as_the_word_manuals_print() {
+        let title = "RTU-40 Maintenance Guide";
+        let (gas, medium) = ("what gas is the RTU-40 filled with", "what medium is the RTU-40 filled with");
+        let refrigerant = "The RTU-40 uses R-454B refrigerant.";
+        let jargon = scored(gas, title, refrigerant);
+        let plain = scored(medium, title, refrigerant);
+        assert!(jargon > plain + 0.05, "\"gas\" is the refrigerant: {jargon} vs {plain}");
+        let other = scored(gas, title, "The RTU-40 uses eight pleated filters.");
+        assert!(jargon > other + 0.05, "{jargon} vs {other}");
+        // "flue gas" is still gas: the question's own word counts as before.
+        let flue = scored("flue gas CO2 reading", "BW-9 Manual", "The flue gas CO2 reading should be 9.0 percent.");
+        assert!(flue > 0.5 + 0.3, "{flue}");
     }
 }

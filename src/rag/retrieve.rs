@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::terms::query_terms;
+use super::terms::search_terms;
 use super::{KnowledgeBase, RagError};
 use crate::cache::RETRIEVAL_TTL;
 use crate::vector::VectorQuery;
@@ -130,7 +130,7 @@ impl KnowledgeBase {
                 hits
             }
             None => {
-                let terms = query_terms(question);
+                let terms = search_terms(question);
                 let (keyword, vector) = tokio::join!(
                     self.store.keyword_search(tenant, equipment, &terms, config.candidates),
                     self.embedder.embed_query(tenant, question)

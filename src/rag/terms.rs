@@ -33,6 +33,17 @@ const SPELLINGS: &[(&str, &str)] = &[
     ("grey", "gray"),
 ];
 
+/// Trade words technicians say for what manuals print: "gas" or "freon" for the
+/// refrigerant, a valve that "blows off" or "pops off" for the relief valve. Only a
+/// question gains the printed word beside its own ("flue gas" is gas too).
+const JARGON: &[(&str, &str)] =
+    &[("gas", "refrigerant"), ("freon", "refrigerant"), ("blow", "relief"), ("pop", "relief")];
+
+/// The word a manual prints for a question's (folded) jargon word.
+pub fn printed_as(term: &str) -> Option<&'static str> {
+    JARGON.iter().find(|(said, _)| *said == term).map(|(_, printed)| *printed)
+}
+
 /// One run of letters and digits with what separated it from the previous run.
 #[derive(Debug, Clone, PartialEq)]
 struct Run<'a> {
@@ -238,6 +249,18 @@ pub fn query_terms(text: &str) -> Vec<String> {
     terms(text).into_iter().filter(|t| seen.insert(t.clone())).collect()
 }
 
+/// What a keyword search for a question looks for: its terms, and the printed word for
+/// each of its jargon words.
+pub fn search_terms(text: &str) -> Vec<String> {
+    let mut out = query_terms(text);
+    for printed in out.iter().filter_map(|t| printed_as(t)).collect::<Vec<_>>() {
+        if !out.iter().any(|t| t == printed) {
+            out.push(printed.to_string());
+        }
+    }
+    out
+}
+
 /// A code as printed in a manual ("HX-FLT-0440") and its key ("hxflt0440").
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Code {
@@ -324,6 +347,14 @@ mod tests {
 
     fn has(terms: &[String], t: &str) -> bool {
         terms.iter().any(|x| x == t)
+    }
+
+    #[test]
+    fn a_question_searches_the_printed_word_beside_its_jargon() {
+        assert_eq!(search_terms("what gas is it filled with"), vec!["gas", "filled", "refrigerant"]);
+        assert_eq!(search_terms("when will the valve pop off"), vec!["valve", "pop", "off", "relief"]);
+        assert_eq!(search_terms("refrigerant gas"), vec!["refrigerant", "gas"], "no term twice");
+        assert_eq!(search_terms("torque for E47"), query_terms("torque for E47"));
     }
 
     #[test]

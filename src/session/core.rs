@@ -32,7 +32,7 @@ use crate::error::ErrorCode;
 use crate::metrics::Stage;
 use crate::pipeline::Pipeline;
 use crate::pipeline::cancel::Cancel;
-use crate::pipeline::turn::{self, Question, SttTask, TurnContext, TurnRecord, transcription_hint};
+use crate::pipeline::turn::{self, Question, SttTask, TurnContext, TurnRecord, Warm, transcription_hint};
 use crate::voice::endpoint::{Endpoint, EndpointConfig};
 use crate::voice::input::VoiceInput;
 use crate::voice::vad::WINDOW;
@@ -724,16 +724,29 @@ impl Session {
         self.utterance_ended(Some(audio_end_ms), utterance).await;
     }
 
-    /// Starts transcribing what was said so far while the silence window runs out.
+    /// Starts transcribing what was said so far while the silence window runs out, then
+    /// searching what it heard, so the turn finds both done if the user stays silent.
     fn speculate(&mut self, utterance: Vec<f32>) {
         self.drop_speculation();
         let partial = self.speaking.clone().filter(|_| self.pipeline.profile.conversation.partial_transcripts);
-        self.speculation = Some((utterance.len(), self.transcribe(utterance, partial)));
+        let warm = Warm {
+            kb: self.app.kb.clone(),
+            pipeline: self.pipeline.clone(),
+            tenant: self.claims.tenant.clone(),
+            equipment: self.equipment.clone(),
+            history: self.history.exchanges().cloned().collect(),
+        };
+        self.speculation = Some((utterance.len(), self.transcribe(utterance, partial, Some(warm))));
     }
 
     /// Transcribes on a task of its own; with `partial`, sends what is new in the
-    /// transcript as a delta of that user item.
-    fn transcribe(&self, utterance: Vec<f32>, partial: Option<(String, Arc<Mutex<String>>)>) -> SttTask {
+    /// transcript as a delta of that user item; with `warm`, prepares retrieval on it.
+    fn transcribe(
+        &self,
+        utterance: Vec<f32>,
+        partial: Option<(String, Arc<Mutex<String>>)>,
+        warm: Option<Warm>,
+    ) -> SttTask {
         let pipeline = self.pipeline.clone();
         let kb = self.app.kb.clone();
         let tenant = self.claims.tenant.clone();
@@ -745,6 +758,11 @@ impl Session {
                 && let Some(delta) = new_part(text, &sent)
             {
                 out.event(&ServerEvent::TranscriptionDelta { item_id, delta }).await;
+            }
+            if let (Ok(text), Some(warm)) = (&heard, warm) {
+                // On this task, so a turn that takes this transcript finds the search done
+                // instead of racing it; speech that goes on aborts both.
+                warm.prepare(text.clone()).await;
             }
             heard
         })
@@ -766,7 +784,7 @@ impl Session {
                 if let Some((_, task)) = other {
                     task.abort();
                 }
-                self.transcribe(utterance, None)
+                self.transcribe(utterance, None, None)
             }
         };
         self.commit_question(audio_end_ms, Question::Transcribing(transcription)).await;

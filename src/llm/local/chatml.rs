@@ -58,11 +58,19 @@ impl EncodedMessage {
     }
 }
 
+/// A conversation's ids, and how many of them are the system message: the same for
+/// every turn of a profile, so an engine can keep their KV cache between calls.
+#[derive(Debug)]
+pub struct Prompt {
+    pub ids: Vec<u32>,
+    pub pinned: usize,
+}
+
 /// Prompt ids for `messages`, at most `budget` long.
 ///
 /// Errors with [`ModelError::Input`] when there are no messages, or when the
 /// system message and the headers alone leave no room for the last message.
-pub fn prompt_ids(tok: &GgufTokenizer, messages: &[ChatMessage], budget: usize) -> Result<Vec<u32>, ModelError> {
+pub fn prompt_ids(tok: &GgufTokenizer, messages: &[ChatMessage], budget: usize) -> Result<Prompt, ModelError> {
     let Some(last) = messages.last() else {
         return Err(ModelError::input(MODEL, "no messages to answer"));
     };
@@ -110,9 +118,10 @@ pub fn prompt_ids(tok: &GgufTokenizer, messages: &[ChatMessage], budget: usize) 
     }
 
     let mut ids = system.map(EncodedMessage::into_ids).unwrap_or_default();
+    let pinned = ids.len();
     for message in kept.into_iter().rev() {
         ids.extend(message);
     }
     ids.extend(generation);
-    Ok(ids)
+    Ok(Prompt { ids, pinned })
 }

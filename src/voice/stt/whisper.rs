@@ -716,3 +716,36 @@ mod tests {
         }
     }
 }
+
+/// Where a decoding step's time goes (not a test of behaviour: run by hand, README
+/// "Benchmarks"): `cargo test --lib decode_step_costs -- --ignored --nocapture`.
+#[cfg(test)]
+mod decode_costs {
+    use super::*;
+    use crate::models::ModelPaths;
+
+    #[test]
+    #[ignore]
+    fn decode_step_costs() {
+        let dir = ModelPaths::new(ModelPaths::default_root()).whisper_dir("whisper-tiny.en").unwrap();
+        let whisper = Whisper::load(&dir).unwrap();
+        let decoder = &whisper.decoder;
+        let hidden = Tensor::randn(0f32, 1.0, (1, 384), &Device::Cpu).unwrap();
+        let features = Tensor::randn(0f32, 1.0, (1, 500, 384), &Device::Cpu).unwrap();
+        let ms_per = |started: Instant, n: u32| started.elapsed().as_secs_f64() * 1000.0 / f64::from(n);
+        for _ in 0..3 {
+            let started = Instant::now();
+            for _ in 0..10 {
+                decoder.logits(&hidden).unwrap();
+            }
+            let logits = ms_per(started, 10);
+            let mut state = decoder.start(&features).unwrap();
+            decoder.forward(&mut state, &[50257, 50362]).unwrap();
+            let started = Instant::now();
+            for token in 0..10 {
+                decoder.forward(&mut state, &[400 + token]).unwrap();
+            }
+            eprintln!("per written token: output layer {logits:.1} ms, decoder layers {:.1} ms", ms_per(started, 10));
+        }
+    }
+}

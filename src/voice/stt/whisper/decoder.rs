@@ -91,7 +91,7 @@ pub struct DecoderState {
 }
 
 pub struct TextDecoder {
-    token_embedding: Tensor,
+    pub(super) token_embedding: Tensor,
     positions: Tensor,
     blocks: Vec<Block>,
     ln: LayerNorm,
