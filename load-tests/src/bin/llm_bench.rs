@@ -29,9 +29,10 @@ struct Args {
     /// The benchmark's data directory (manuals and questions).
     #[arg(long, default_value = "load-tests/eval")]
     corpus: PathBuf,
-    /// Profiles directory, and the profile whose system prompt and token limit are used.
+    /// Profiles directory.
     #[arg(long, default_value = "pipelines")]
     pipelines: PathBuf,
+    /// The profile whose system prompt and token limit the prompts use.
     #[arg(long, default_value = "local-llm")]
     profile: String,
     /// Passes over every prompt per engine.
