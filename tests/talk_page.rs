@@ -34,7 +34,8 @@ fn ask_page(url: &str, screenshot: &Path, question: &[&str]) -> Value {
 fn assert_answered(page: &Value) {
     let shown = &page["shown"];
     let transcript = shown["transcript"].as_str().unwrap_or_default().to_lowercase();
-    assert!(transcript.contains("compressor") && transcript.contains("bolts"), "{page}");
+    // "bolt" or "bolts": Whisper hears the browser's capture either way; the page is tested here.
+    assert!(transcript.contains("compressor") && transcript.contains("bolt"), "{page}");
     assert!(shown["answer"].as_str().unwrap_or_default().contains("38 newton meters"), "{page}");
     let citations = shown["citations"].as_str().unwrap_or_default();
     assert!(citations.contains(MANUAL_TITLE) && citations.contains("page 3"), "{page}");
