@@ -138,16 +138,17 @@ async fn talking_over_an_answer_still_playing_stops_it() {
 }
 
 /// A transcription made in the user's pause prepares the turn: the turn's own search on
-/// the same words (a follow-up's too, made standalone by its terms) is a cache hit.
+/// the same words (a follow-up's too, made standalone by its terms) is a cache hit — and a
+/// spoken question's turn finds its search done.
 #[tokio::test]
 async fn a_pause_prepares_the_retrieval_the_turn_reads() {
-    use fieldvox::pipeline::turn::Warm;
+    use fieldvox::pipeline::speculation::Prepare;
     use fieldvox::session::history::Exchange;
 
     let h = harness();
     let pipeline = h.app.pipelines.get(Some("field-assistant")).unwrap();
     let retrieval = pipeline.profile.retrieval.clone();
-    let warm = |history| Warm {
+    let prepare = |history| Prepare {
         kb: h.app.kb.clone(),
         pipeline: pipeline.clone(),
         tenant: TENANT_A.into(),
@@ -156,7 +157,7 @@ async fn a_pause_prepares_the_retrieval_the_turn_reads() {
     };
     let asked = "Which torque do the RTU-40 compressor head bolts take when the unit is warm?";
     let unprepared = "Which torque do the RTU-40 compressor head bolts take when the unit is cold?";
-    warm(Vec::new()).prepare(asked.into()).await;
+    prepare(Vec::new()).run(asked.into()).await;
     let (passages, rt) = h.app.kb.retrieve(TENANT_A, None, asked, &retrieval).await.unwrap();
     assert!(rt.cache_hit && !passages.is_empty(), "{rt:?}");
     let (_, rt) = h.app.kb.retrieve(TENANT_A, None, unprepared, &retrieval).await.unwrap();
@@ -174,7 +175,19 @@ async fn a_pause_prepares_the_retrieval_the_turn_reads() {
     let follow_up = "And the gasket part number?";
     let standalone = fieldvox::pipeline::followup::by_terms(follow_up, Some(&previous));
     assert_ne!(standalone, follow_up, "the follow-up carries the first question's terms");
-    warm(vec![previous]).prepare(follow_up.into()).await;
+    prepare(vec![previous]).run(follow_up.into()).await;
     let (_, rt) = h.app.kb.retrieve(TENANT_A, None, &standalone, &retrieval).await.unwrap();
     assert!(rt.cache_hit, "the follow-up was prepared as the turn will search it: {standalone:?}");
+
+    // Through a session: the pause before the end of a spoken question (asked nowhere
+    // else) searched it, so the turn's own search took no embedding (0 only on a hit).
+    let mut c = h.connect(TENANT_A).await;
+    c.send_json(json!({"type": "session.update", "session": {"input_sample_rate": 16000}})).await;
+    c.next_event().await;
+    let mut audio = vec![0.0; 16_000 / 2];
+    audio.extend(speak("How often should I clean the condenser coil?", 16_000));
+    audio.extend(vec![0.0; 16_000 * 3 / 2]);
+    c.stream_audio(&audio, 16_000).await;
+    let done = c.events_until("response.done").await.pop().expect("done");
+    assert_eq!(done["timings"]["embed_ms"], 0.0, "the turn's search was prepared in the pause: {done}");
 }

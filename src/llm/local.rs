@@ -1,8 +1,9 @@
 //! The in-process LLM: SmolLM2-135M-Instruct (GGUF, Q4_1) on the CPU.
 //!
 //! Owns the tokenizer, the chat prompt and greedy (deterministic) decoding, streaming
-//! the answer; the transformer itself is an [`engine`] chosen per profile. The KV cache
-//! of the system message is kept between calls; the rest of the prompt is read anew.
+//! the answer; the transformer itself is an [`engine`] chosen per profile. Engines keep
+//! the KV cache of the system message between calls, and of the last prompt read, so a
+//! prompt read ahead ([`LocalLlm::read`]) is not read again.
 //!
 //! CPU threads: candle's matmuls split across `RAYON_NUM_THREADS` threads (default: the
 //! physical cores, or the CPUs listed in `CANDLE_CPU_MASK`) on the global rayon pool;
@@ -181,8 +182,7 @@ impl LocalLlm {
 }
 
 /// Threads for an engine with its own pool: as many as candle's rayon pool uses.
-#[cfg(feature = "llama-cpp")]
-fn cpu_threads() -> usize {
+pub fn cpu_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|n| n.parse().ok())

@@ -155,12 +155,6 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
             match shared.local_llm.get(&engine) {
                 Some(p) => p.clone(),
                 None => {
-                    if !engine.is_built() {
-                        return Err(provider_err(format!(
-                            "[llm] engine = \"{}\" is not in this build (cargo feature `llama-cpp`)",
-                            engine.as_str()
-                        )));
-                    }
                     let gguf = paths.smollm2_gguf()?;
                     let pool =
                         WorkerPool::spawn(engine.pool(), w.llm, w.queue_depth, move |_| LocalLlm::load(&gguf, engine))?;

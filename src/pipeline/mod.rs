@@ -9,6 +9,7 @@ pub mod engines;
 pub mod followup;
 pub mod profile;
 pub mod providers;
+pub mod speculation;
 pub mod turn;
 
 pub use engines::{Pipeline, Pipelines};

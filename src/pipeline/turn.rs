@@ -20,9 +20,9 @@ use crate::llm::extractive;
 use crate::llm::grounding::{Grounding, is_whole};
 use crate::llm::prompt::{source_label, source_sentence};
 use crate::metrics::{Metrics, Stage};
-use crate::rag::KnowledgeBase;
 use crate::rag::evidence::Evidence;
-use crate::rag::retrieve::Passage;
+use crate::rag::retrieve::{Passage, RetrievalTimings};
+use crate::rag::{KnowledgeBase, RagError};
 use crate::session::dialect::Outbox;
 use crate::session::history::Exchange;
 use crate::session::playback::Playback;
@@ -188,12 +188,7 @@ async fn respond(ctx: &TurnContext, question: &str, ended_at: Instant, timings: 
         tracing::info!(%question, %standalone, "follow-up question rewritten for retrieval");
     }
     ctx.record.heard(question, &standalone);
-    let found = async {
-        let (passages, rt) =
-            ctx.kb.retrieve(&ctx.tenant, ctx.equipment.as_deref(), &standalone, &profile.retrieval).await?;
-        let evidence = ctx.kb.evidence(&profile.evidence, &ctx.tenant, &standalone, &passages).await?;
-        Ok::<_, crate::rag::RagError>((passages, evidence, rt))
-    };
+    let found = search(&ctx.kb, &ctx.tenant, ctx.equipment.as_deref(), &standalone, profile);
     let Some(found) = ctx.cancel.unless_cancelled(found).await else {
         return Outcome::cancelled(String::new());
     };
@@ -230,72 +225,58 @@ const REWRITE_TOKENS: usize = 48;
 
 /// The question as retrieval should see it: a follow-up made to stand alone.
 async fn standalone_question(ctx: &TurnContext, question: &str) -> String {
-    let conversation = &ctx.pipeline.profile.conversation;
-    let Some(previous) = ctx.history.last().filter(|_| conversation.rewrite != Rewrite::Off) else {
-        return question.to_string();
-    };
-    if conversation.rewrite == Rewrite::Llm
-        && ctx.pipeline.llm.is_generative()
-        && followup::is_follow_up(question, previous)
-    {
-        let history: Vec<&Exchange> = ctx.history.iter().collect();
-        let messages = followup::rewrite_messages(question, &history);
-        let rewrite = ctx.pipeline.llm.complete(messages, REWRITE_TOKENS, ctx.cancel.flag());
-        match tokio::time::timeout(REWRITE_TIMEOUT, rewrite).await {
-            Ok(Ok(text)) => match followup::accept_rewrite(&text) {
-                Some(rewritten) => return rewritten,
-                None => tracing::info!(%text, "language model rewrite not usable; carrying terms"),
-            },
-            Ok(Err(e)) => tracing::warn!(error = %e, "follow-up rewrite failed; carrying terms"),
-            Err(_) => tracing::warn!("follow-up rewrite timed out; carrying terms"),
-        }
+    if let Some(standalone) = standalone_by_terms(&ctx.pipeline, question, &ctx.history) {
+        return standalone;
     }
-    followup::by_terms(question, Some(previous))
+    let history: Vec<&Exchange> = ctx.history.iter().collect();
+    let messages = followup::rewrite_messages(question, &history);
+    let rewrite = ctx.pipeline.llm.complete(messages, REWRITE_TOKENS, ctx.cancel.flag());
+    match tokio::time::timeout(REWRITE_TIMEOUT, rewrite).await {
+        Ok(Ok(text)) => match followup::accept_rewrite(&text) {
+            Some(rewritten) => return rewritten,
+            None => tracing::info!(%text, "language model rewrite not usable; carrying terms"),
+        },
+        Ok(Err(e)) => tracing::warn!(error = %e, "follow-up rewrite failed; carrying terms"),
+        Err(_) => tracing::warn!("follow-up rewrite timed out; carrying terms"),
+    }
+    followup::by_terms(question, ctx.history.last())
 }
 
-/// What a speculative transcription may prepare while the user's pause runs out.
-pub struct Warm {
-    pub kb: KnowledgeBase,
-    pub pipeline: Arc<Pipeline>,
-    pub tenant: String,
-    pub equipment: Option<String>,
-    /// The conversation so far, oldest first (a follow-up is made standalone by its terms).
-    pub history: Vec<Exchange>,
+/// The standalone question when no language model is asked for it: the question itself,
+/// or a follow-up with the previous question's terms carried. `None` when the profile has
+/// its model rewrite this follow-up.
+pub(super) fn standalone_by_terms(pipeline: &Pipeline, question: &str, history: &[Exchange]) -> Option<String> {
+    let conversation = &pipeline.profile.conversation;
+    let Some(previous) = history.last().filter(|_| conversation.rewrite != Rewrite::Off) else {
+        return Some(question.to_string());
+    };
+    let model_rewrites = conversation.rewrite == Rewrite::Llm
+        && pipeline.llm.is_generative()
+        && followup::is_follow_up(question, previous);
+    (!model_rewrites).then(|| followup::by_terms(question, Some(previous)))
 }
 
-impl Warm {
-    /// Reads what a turn on `heard` would read (the query embedding, the retrieval, the
-    /// evidence sentences' embeddings, a local model's prompt), so their caches hold them
-    /// when the pause ends and the turn starts. Nothing is sent; if the user speaks on, it
-    /// was a guess that cost one search and one prompt read.
-    pub async fn prepare(self, heard: String) {
-        let profile = &self.pipeline.profile;
-        let Ok(vocabulary) = self.kb.vocabulary(&self.tenant).await else { return };
-        let question = vocabulary.correct(&heard);
-        if question.trim().is_empty() {
-            return;
-        }
-        // The same standalone question `standalone_question` makes, except a model's rewrite.
-        let standalone = match (profile.conversation.rewrite, self.history.last()) {
-            (_, None) | (Rewrite::Off, _) => question.clone(),
-            (Rewrite::Terms, Some(previous)) => followup::by_terms(&question, Some(previous)),
-            (Rewrite::Llm, Some(_)) => return,
-        };
-        let equipment = self.equipment.as_deref();
-        let found = async {
-            let (passages, _) = self.kb.retrieve(&self.tenant, equipment, &standalone, &profile.retrieval).await?;
-            let evidence = self.kb.evidence(&profile.evidence, &self.tenant, &standalone, &passages).await?;
-            Ok::<_, crate::rag::RagError>((passages, evidence))
-        };
-        let (passages, evidence) = match found.await {
-            Ok(found) => found,
-            Err(e) => return tracing::debug!(error = %e, "speculative retrieval failed"),
-        };
-        let req = answer_request(profile, &question, &passages, evidence, &self.history);
-        if !req.evidence.is_empty()
-            && let Err(e) = self.pipeline.llm.read_ahead(&req).await
-        {
-            tracing::debug!(error = %e, "speculative prompt read failed");
+/// The tenant's passages for a standalone question and their evidence sentences, best first.
+pub(super) async fn search(
+    kb: &KnowledgeBase,
+    tenant: &str,
+    equipment: Option<&str>,
+    standalone: &str,
+    profile: &Profile,
+) -> Result<(Vec<Passage>, Vec<Evidence>, RetrievalTimings), RagError> {
+    let (passages, timings) = kb.retrieve(tenant, equipment, standalone, &profile.retrieval).await?;
+    let evidence = kb.evidence(&profile.evidence, tenant, standalone, &passages).await?;
+    Ok((passages, evidence, timings))
+}
+
+/// A transcript with the codes the recogniser misheard ("AHX220") written as the
+/// tenant's manuals print them ("HX-220"); as heard if the vocabulary is unavailable.
+pub(super) async fn as_printed(kb: &KnowledgeBase, tenant: &str, transcript: String) -> String {
+    match kb.vocabulary(tenant).await {
+        Ok(vocabulary) => vocabulary.correct(&transcript),
+        Err(e) => {
+            tracing::warn!(error = %e, "vocabulary unavailable; transcript left as heard");
+            transcript
         }
     }
 }
@@ -319,7 +300,7 @@ pub async fn transcription_hint(kb: &KnowledgeBase, tenant: &str, pipeline: &Pip
 
 /// Waits for the transcription and reports it; `None` when there is nothing to answer.
 /// For a speculative transcription the time measured is only what the pause did not hide,
-/// including the search it started on what it heard (see [`Warm`]).
+/// including the search it started on what it heard (`speculation::Prepare`).
 async fn transcript(
     ctx: &TurnContext,
     timings: &mut Timings,
@@ -339,14 +320,7 @@ async fn transcript(
             return None;
         }
     };
-    // Codes the recogniser misheard ("AHX220") become the tenant's printed codes ("HX-220").
-    let transcript = match ctx.kb.vocabulary(&ctx.tenant).await {
-        Ok(vocabulary) => vocabulary.correct(&transcript),
-        Err(e) => {
-            tracing::warn!(error = %e, "vocabulary unavailable; transcript left as heard");
-            transcript
-        }
-    };
+    let transcript = as_printed(&ctx.kb, &ctx.tenant, transcript).await;
     let item_id = ctx.item_id.clone();
     ctx.send(ServerEvent::TranscriptionCompleted { item_id, transcript: transcript.clone() }).await;
     if transcript.trim().is_empty() {
@@ -393,7 +367,7 @@ impl AnswerKind {
 /// What the answerer gets: the evidence above the profile's calibrated cut (none: nothing
 /// in the manuals answers the question), at most its number of sentences. One definition
 /// for the turn and for reading its prompt ahead.
-fn answer_request(
+pub(super) fn answer_request(
     profile: &Profile,
     question: &str,
     passages: &[Passage],

@@ -32,7 +32,8 @@ use crate::error::ErrorCode;
 use crate::metrics::Stage;
 use crate::pipeline::Pipeline;
 use crate::pipeline::cancel::Cancel;
-use crate::pipeline::turn::{self, Question, SttTask, TurnContext, TurnRecord, Warm, transcription_hint};
+use crate::pipeline::speculation::Prepare;
+use crate::pipeline::turn::{self, Question, SttTask, TurnContext, TurnRecord, transcription_hint};
 use crate::voice::endpoint::{Endpoint, EndpointConfig};
 use crate::voice::input::VoiceInput;
 use crate::voice::vad::WINDOW;
@@ -729,23 +730,23 @@ impl Session {
     fn speculate(&mut self, utterance: Vec<f32>) {
         self.drop_speculation();
         let partial = self.speaking.clone().filter(|_| self.pipeline.profile.conversation.partial_transcripts);
-        let warm = Warm {
+        let prepare = Prepare {
             kb: self.app.kb.clone(),
             pipeline: self.pipeline.clone(),
             tenant: self.claims.tenant.clone(),
             equipment: self.equipment.clone(),
             history: self.history.exchanges().cloned().collect(),
         };
-        self.speculation = Some((utterance.len(), self.transcribe(utterance, partial, Some(warm))));
+        self.speculation = Some((utterance.len(), self.transcribe(utterance, partial, Some(prepare))));
     }
 
     /// Transcribes on a task of its own; with `partial`, sends what is new in the
-    /// transcript as a delta of that user item; with `warm`, prepares retrieval on it.
+    /// transcript as a delta of that user item; with `prepare`, prepares the turn on it.
     fn transcribe(
         &self,
         utterance: Vec<f32>,
         partial: Option<(String, Arc<Mutex<String>>)>,
-        warm: Option<Warm>,
+        prepare: Option<Prepare>,
     ) -> SttTask {
         let pipeline = self.pipeline.clone();
         let kb = self.app.kb.clone();
@@ -759,10 +760,10 @@ impl Session {
             {
                 out.event(&ServerEvent::TranscriptionDelta { item_id, delta }).await;
             }
-            if let (Ok(text), Some(warm)) = (&heard, warm) {
+            if let (Ok(text), Some(prepare)) = (&heard, prepare) {
                 // On this task, so a turn that takes this transcript finds the search done
                 // instead of racing it; speech that goes on aborts both.
-                warm.prepare(text.clone()).await;
+                prepare.run(text.clone()).await;
             }
             heard
         })

@@ -14,11 +14,12 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use fieldvox::llm::local::{Generation, LlmEngine, LocalLlm, grounded_user_message};
+use fieldvox::llm::local::{Generation, LlmEngine, LocalLlm, cpu_threads, grounded_user_message};
 use fieldvox::llm::{ChatMessage, Role};
 use fieldvox::models::ModelPaths;
 use fieldvox::rag::evidence::sentences;
 use fieldvox_load::eval::corpus::Corpus;
+use fieldvox_load::eval::score::states;
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure the local LLM's engines on the same model and prompts, side by side")]
@@ -70,8 +71,8 @@ fn prompts(corpus: &Corpus, system: &str, every: usize) -> anyhow::Result<Vec<Pr
             .with_context(|| format!("{}: no manual {title}", q.id))?;
         let text = manual.pages.get(page as usize - 1).with_context(|| format!("{}: no page {page}", q.id))?;
         let sentences = sentences(text);
-        let fact = q.facts.first().map(|f| f.to_lowercase()).unwrap_or_default();
-        let Some(at) = sentences.iter().position(|s| s.to_lowercase().contains(&fact)) else {
+        let fact = q.facts.first().map(String::as_str).unwrap_or_default();
+        let Some(at) = sentences.iter().position(|s| states(s, fact)) else {
             bail!("{}: no sentence on page {page} states {fact:?}", q.id);
         };
         let evidence = sentences[at..sentences.len().min(at + 2)].join(" ");
@@ -102,11 +103,6 @@ fn p50(values: &[f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn states_facts(answer: &str, facts: &[String]) -> bool {
-    let answer = answer.to_lowercase();
-    facts.iter().all(|f| answer.contains(&f.to_lowercase()))
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -135,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{}: loaded in {:.0} ms", engine.as_str(), started.elapsed().as_secs_f64() * 1e3);
         loaded.push((*engine, llm));
     }
-    eprintln!("{} prompts, {} rounds, max {max_tokens} tokens, {} threads", prompts.len(), args.rounds, threads());
+    eprintln!("{} prompts, {} rounds, max {max_tokens} tokens, {} threads", prompts.len(), args.rounds, cpu_threads());
 
     let mut totals: BTreeMap<LlmEngine, Totals> = BTreeMap::new();
     for round in 0..=args.rounds {
@@ -180,7 +176,7 @@ fn main() -> anyhow::Result<()> {
         let read = sum(|g| g.prompt_read as f64);
         let prefill_tps = read / (sum(|g| g.prefill_ms) / 1e3);
         let decode_tps = sum(|g| g.generated as f64) / (sum(|g| g.decode_ms) / 1e3);
-        let stating = t.answers.iter().zip(&prompts).filter(|(a, p)| states_facts(a, &p.facts)).count();
+        let stating = t.answers.iter().zip(&prompts).filter(|(a, p)| p.facts.iter().all(|f| states(a, f))).count();
         let same = reference
             .as_ref()
             .map(|r| r.iter().zip(&t.answers).filter(|(a, b)| a == b).count().to_string())
@@ -195,8 +191,4 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn threads() -> String {
-    std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
 }
