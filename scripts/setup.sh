@@ -29,12 +29,14 @@ export FIELDVOX_MODELS_DIR="${FIELDVOX_MODELS_DIR:-$HOME/.cache/fieldvox/models}
 python3 models/fetch.py --dir "$FIELDVOX_MODELS_DIR"
 
 # Test clients, next to the models and outside the clone: the official OpenAI Python
-# package (tests/openai_sdk.rs) and Playwright's driver for Chromium (tests/talk_page.rs).
+# package (tests/openai_sdk.rs), fpdf2 to write real PDF manuals and an OpenAPI 3.1
+# validator (tests/manuals.rs), and Playwright's driver for Chromium (tests/talk_page.rs).
 cache="${FIELDVOX_CACHE:-$HOME/.cache/fieldvox}"
-if ! "$cache/venv/bin/python" -c 'import openai, websockets' 2>/dev/null; then
-  echo "setup: installing the openai Python client into $cache/venv"
+if ! "$cache/venv/bin/python" -c 'import openai, websockets, fpdf, openapi_spec_validator' 2>/dev/null; then
+  echo "setup: installing the Python test clients into $cache/venv"
   python3 -m venv "$cache/venv"
-  "$cache/venv/bin/pip" install --quiet --disable-pip-version-check 'openai[realtime]==3.57.0'
+  "$cache/venv/bin/pip" install --quiet --disable-pip-version-check 'openai[realtime]==3.57.0' \
+    'fpdf2==2.8.9' 'openapi-spec-validator==0.9.0'
 fi
 if [ ! -e "$cache/node/node_modules/playwright-core/package.json" ]; then
   echo "setup: installing playwright-core into $cache/node"

@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipelines;
 use crate::rag::KnowledgeBase;
 use crate::rag::embed::Embedder;
+use crate::rag::jobs::JobBoard;
 use crate::session::SessionManager;
 use crate::session::resume::Resumer;
 use crate::store::sqlite::SqliteStore;
@@ -24,6 +25,8 @@ pub struct App {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub kb: KnowledgeBase,
+    /// Manual ingests running in this process.
+    pub jobs: JobBoard,
     pub vad: VadService,
     pub pipelines: Pipelines,
     pub sessions: SessionManager,
@@ -52,6 +55,13 @@ impl App {
         let auth = Authenticator::from_config(&config.auth)?;
         let metrics = Metrics::new();
         let kb = KnowledgeBase::open_embedded(&config)?;
+        // Ingests a crash or kill cut short: failed, and what they wrote removed.
+        let interrupted = tokio::runtime::Handle::try_current()
+            .map_err(|e| anyhow::anyhow!("App::build runs on the runtime's blocking pool: {e}"))?
+            .block_on(kb.recover())?;
+        if interrupted > 0 {
+            tracing::warn!(jobs = interrupted, "interrupted ingest jobs marked failed");
+        }
         let w = &config.workers;
         let vad = VadService::spawn(&config.model_paths(), w.onnx_threads, w.queue_depth.max(1024), w.vad)?;
         let pipelines = Pipelines::load(&config)?;
@@ -59,6 +69,6 @@ impl App {
         let sessions = SessionManager::new(server.max_sessions, server.max_sessions_per_user, metrics.clone());
         let window = std::time::Duration::from_millis(server.resume_window_ms);
         let resumer = Resumer::new(server.resume_secret.as_deref(), window);
-        Ok(Arc::new(Self { config, auth, metrics, kb, vad, pipelines, sessions, resumer }))
+        Ok(Arc::new(Self { config, auth, metrics, kb, jobs: JobBoard::default(), vad, pipelines, sessions, resumer }))
     }
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub models: ModelsConfig,
     pub pipelines: PipelinesConfig,
     pub workers: WorkersConfig,
+    /// What an uploaded manual may be.
+    pub ingest: crate::rag::ingest::IngestLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +241,9 @@ impl Config {
         let w = &self.workers;
         if [w.stt, w.llm, w.tts, w.embed, w.onnx_threads, w.queue_depth].contains(&0) {
             return invalid("every workers.* value must be at least 1");
+        }
+        if self.ingest.max_bytes == 0 || self.ingest.max_pages == 0 {
+            return invalid("ingest.max_bytes and ingest.max_pages must be at least 1");
         }
         Ok(())
     }

@@ -30,7 +30,9 @@ impl RagError {
     pub fn code(&self) -> ErrorCode {
         match self {
             RagError::Document(DocumentError::UnsupportedType(_)) => ErrorCode::UnsupportedMediaType,
-            RagError::Document(_) => ErrorCode::InvalidDocument,
+            RagError::Document(DocumentError::Empty) => ErrorCode::EmptyDocument,
+            RagError::Document(DocumentError::TooManyPages { .. }) => ErrorCode::TooManyPages,
+            RagError::Document(DocumentError::Invalid(_)) => ErrorCode::InvalidDocument,
             RagError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             RagError::Store(_) | RagError::Vector(_) => ErrorCode::Internal,
             RagError::Model(_) => ErrorCode::ModelUnavailable,
@@ -77,6 +79,14 @@ pub enum AppError {
     Draining,
     #[error(transparent)]
     Resume(#[from] ResumeError),
+    /// A missing or malformed field of an HTTP request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such thing for this tenant (another tenant's ids look the same: not found).
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl AppError {
@@ -93,6 +103,9 @@ impl AppError {
             AppError::SessionLimit(_) => ErrorCode::SessionLimit,
             AppError::UserSessionLimit(_) => ErrorCode::UserSessionLimit,
             AppError::Draining => ErrorCode::Draining,
+            AppError::BadRequest(_) => ErrorCode::InvalidRequest,
+            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::Io(_) => ErrorCode::Internal,
         }
     }
 
@@ -101,7 +114,9 @@ impl AppError {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge | ErrorCode::TooManyPages => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidDocument | ErrorCode::EmptyDocument => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Interrupted => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::SessionLimit
             | ErrorCode::Draining
@@ -111,6 +126,7 @@ impl AppError {
             ErrorCode::UserSessionLimit => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
             | ErrorCode::UnknownEvent
             | ErrorCode::InvalidEvent
             | ErrorCode::UnsupportedAudioFormat
@@ -118,8 +134,7 @@ impl AppError {
             | ErrorCode::AudioFormatNotSet
             | ErrorCode::InvalidAudio
             | ErrorCode::UnknownPipeline
-            | ErrorCode::EmptyQuestion
-            | ErrorCode::InvalidDocument => StatusCode::BAD_REQUEST,
+            | ErrorCode::EmptyQuestion => StatusCode::BAD_REQUEST,
             ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidResumeToken => StatusCode::FORBIDDEN,
             ErrorCode::ResumeExpired => StatusCode::GONE,
@@ -135,10 +150,14 @@ impl AppError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorResponse<'a> {
+/// Every refusal's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorResponse<'a> {
+    /// Stable code (`not_found`, `payload_too_large`, ...).
     error: &'a str,
+    /// What went wrong, for people.
     message: String,
+    /// Whether the same request may succeed later.
     retryable: bool,
 }
 

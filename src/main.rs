@@ -12,6 +12,7 @@ use fieldvox::client::{AskOptions, Question};
 use fieldvox::config::Config;
 use fieldvox::rag::KnowledgeBase;
 use fieldvox::rag::ingest::IngestRequest;
+use fieldvox::store::Job;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
@@ -59,7 +60,24 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
-    /// Add a manual (PDF, text or Markdown) to a tenant's knowledge base.
+    /// Manage a running server's manuals over its HTTP API (needs an admin token for
+    /// changes, or mints one from the configured secret with --tenant/--user).
+    Manuals {
+        #[command(subcommand)]
+        action: ManualsAction,
+        /// The server's base URL.
+        #[arg(long, global = true, env = "FIELDVOX_HTTP_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Bearer token. Without it, an admin token is minted from --tenant/--user and the configured secret.
+        #[arg(long, global = true, env = "FIELDVOX_TOKEN")]
+        token: Option<String>,
+        #[arg(long, global = true, default_value = "demo", value_parser = fieldvox::auth::parse_tenant)]
+        tenant: String,
+        #[arg(long, global = true, default_value = "cli")]
+        user: String,
+    },
+    /// Add a manual (PDF, HTML, Markdown or text) to a tenant's knowledge base in a data
+    /// dir directly, with no server running (`fieldvox manuals upload` talks to one).
     Ingest {
         /// The manual file.
         file: PathBuf,
@@ -117,6 +135,31 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ManualsAction {
+    /// Upload a manual and follow its ingest to the end.
+    Upload {
+        file: PathBuf,
+        /// Equipment the manual covers, e.g. RTU-40.
+        #[arg(long)]
+        equipment: String,
+        /// Title used in citations (default: the file name). The same equipment and title
+        /// again uploads a new version.
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// List the tenant's manuals.
+    List {
+        /// Only this equipment's.
+        #[arg(long)]
+        equipment: Option<String>,
+    },
+    /// Show one manual.
+    Show { id: String },
+    /// Delete one manual (its text, vectors and cached answers).
+    Delete { id: String },
+}
+
 fn init_logs(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn,qdrant_edge=error"));
@@ -136,6 +179,11 @@ fn main() -> anyhow::Result<()> {
             let keys = TokenKeys::new(config.auth.signing_secret());
             println!("{}", keys.mint(&user, &tenant, role, ttl.unwrap_or(config.auth.token_ttl_secs)));
             Ok(())
+        }
+        Command::Manuals { action, url, token, tenant, user } => {
+            let token = token
+                .unwrap_or_else(|| TokenKeys::new(config.auth.signing_secret()).mint(&user, &tenant, Role::Admin, 600));
+            runtime()?.block_on(manuals(action, url.trim_end_matches('/'), &token))
         }
         Command::Ingest { file, tenant, equipment, title } => {
             runtime()?.block_on(ingest(config, file, tenant, equipment, title))
@@ -226,21 +274,126 @@ async fn ingest(
 ) -> anyhow::Result<()> {
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let filename = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let limits = config.ingest.clone();
     let kb = tokio::task::spawn_blocking(move || KnowledgeBase::open_embedded(&config)).await??;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} chunks")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("embedding {filename}"));
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
+    let bar = job_bar(&filename);
+    let progress = |job: &Job| show_job(&bar, job);
     let req = IngestRequest { tenant, equipment, title, filename, bytes };
-    let manual = kb.ingest(req, Some(&progress)).await?;
+    let manual = kb.ingest(req, &limits, Some(&progress)).await?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&manual)?);
     Ok(())
+}
+
+/// One call of the manuals API: the JSON body, or the server's refusal as an error.
+async fn api_call(req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    let resp = req.send().await.context("cannot reach the server")?;
+    let status = resp.status();
+    let body: serde_json::Value = if status == reqwest::StatusCode::NO_CONTENT {
+        serde_json::Value::Null
+    } else {
+        resp.json().await.with_context(|| format!("unreadable answer ({status})"))?
+    };
+    if !status.is_success() {
+        anyhow::bail!(
+            "{status}: {} ({})",
+            body["message"].as_str().unwrap_or("?"),
+            body["error"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(body)
+}
+
+async fn manuals(action: ManualsAction, url: &str, token: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let print = |v: &serde_json::Value| serde_json::to_string_pretty(v).map(|s| println!("{s}"));
+    match action {
+        ManualsAction::Upload { file, equipment, title } => {
+            let filename = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let handle =
+                tokio::fs::File::open(&file).await.with_context(|| format!("cannot read {}", file.display()))?;
+            let size = handle.metadata().await?.len();
+            let stream = tokio_util::io::ReaderStream::new(handle);
+            let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+                .file_name(filename.clone());
+            let mut form = reqwest::multipart::Form::new().text("equipment", equipment).part("file", part);
+            if let Some(title) = title {
+                form = form.text("title", title);
+            }
+            let accepted = api_call(http.post(format!("{url}/v1/manuals")).bearer_auth(token).multipart(form)).await?;
+            let Some(job) = accepted["job_id"].as_str() else {
+                eprintln!("the same file is already live; nothing re-ingested");
+                return Ok(print(&accepted)?);
+            };
+            let bar = job_bar(&filename);
+            loop {
+                let state = api_call(http.get(format!("{url}/v1/jobs/{job}")).bearer_auth(token)).await?;
+                let job: Job = serde_json::from_value(state.clone()).context("unexpected job")?;
+                show_job(&bar, &job);
+                if job.state.is_final() {
+                    bar.finish_and_clear();
+                    if job.state == fieldvox::store::JobState::Failed {
+                        anyhow::bail!(
+                            "ingest failed: {} ({})",
+                            job.message.unwrap_or_default(),
+                            job.error.unwrap_or_default()
+                        );
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let manual = accepted["manual_id"].as_str().unwrap_or_default();
+            print(&api_call(http.get(format!("{url}/v1/manuals/{manual}")).bearer_auth(token)).await?)?;
+        }
+        ManualsAction::List { equipment } => {
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut query: Vec<(&str, String)> = Vec::new();
+                query.extend(equipment.clone().map(|e| ("equipment", e)));
+                query.extend(cursor.clone().map(|c| ("cursor", c)));
+                let page = api_call(http.get(format!("{url}/v1/manuals")).query(&query).bearer_auth(token)).await?;
+                for m in page["manuals"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<12} v{:<3} {:>5} pages  {}",
+                        m["id"].as_str().unwrap_or("?"),
+                        m["equipment"].as_str().unwrap_or("?"),
+                        m["version"],
+                        m["pages"],
+                        m["title"].as_str().unwrap_or("?")
+                    );
+                }
+                match page["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_string()),
+                    None => break,
+                }
+            }
+        }
+        ManualsAction::Show { id } => {
+            print(&api_call(http.get(format!("{url}/v1/manuals/{id}")).bearer_auth(token)).await?)?;
+        }
+        ManualsAction::Delete { id } => {
+            api_call(http.delete(format!("{url}/v1/manuals/{id}")).bearer_auth(token)).await?;
+            eprintln!("deleted {id}");
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar for an ingest job: its state, then chunks embedded of all.
+fn job_bar(filename: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{prefix} {msg:<10} [{bar:30}] {pos}/{len} chunks")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(filename.to_string());
+    bar
+}
+
+fn show_job(bar: &ProgressBar, job: &Job) {
+    bar.set_message(job.state.as_str());
+    bar.set_length(u64::from(job.chunks_total));
+    bar.set_position(u64::from(job.chunks_done));
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

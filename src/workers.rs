@@ -1,10 +1,16 @@
 //! Bounded inference pools. Each worker is an OS thread that owns one model instance,
 //! so blocking inference never runs on the async runtime and memory is bounded by the
 //! worker count. Callers wait asynchronously; a full queue is refused, not buffered.
+//!
+//! Two lanes: live work (a technician's turn) and background work (a manual being
+//! embedded). A worker always takes live work first, and background jobs wait in a lane
+//! of their own, so an upload never makes a talking technician queue behind it for more
+//! than the one background job already running.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::metrics::{JobOutcome, pool_job};
 use crate::models::ModelError;
@@ -19,14 +25,58 @@ pub enum PoolError {
 
 type Job<M> = Box<dyn FnOnce(&mut M) -> JobOutcome + Send>;
 
+/// Which lane a job waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A live turn: taken first; refused when `queue_depth` jobs already wait.
+    Live,
+    /// Bulk work (ingest): taken only when no live job waits; the caller waits for a
+    /// place when `BACKGROUND_DEPTH` jobs already wait, instead of being refused.
+    Background,
+}
+
+/// Background jobs waiting at most, per pool.
+pub const BACKGROUND_DEPTH: usize = 2;
+
+struct Lanes<M> {
+    live: VecDeque<Job<M>>,
+    background: VecDeque<Job<M>>,
+    /// Workers still running; with none, submissions fail as stopped.
+    workers: usize,
+    /// Every handle to the pool is gone: workers finish what is queued and exit.
+    closed: bool,
+}
+
+struct Queue<M> {
+    lanes: Mutex<Lanes<M>>,
+    /// Signalled when a job arrives (workers wait on it).
+    arrived: Condvar,
+    depth: usize,
+    /// Wakes background submitters waiting for a place.
+    room: tokio::sync::Notify,
+}
+
 pub struct WorkerPool<M> {
     name: &'static str,
-    tx: SyncSender<Job<M>>,
+    queue: Arc<Queue<M>>,
+    /// Dropped with the last handle: closes the queue so the workers exit.
+    _closer: Arc<Closer<M>>,
+}
+
+struct Closer<M>(Arc<Queue<M>>);
+
+impl<M> Drop for Closer<M> {
+    fn drop(&mut self) {
+        if let Ok(mut lanes) = self.0.lanes.lock() {
+            lanes.closed = true;
+        }
+        self.0.arrived.notify_all();
+    }
 }
 
 impl<M> Clone for WorkerPool<M> {
     fn clone(&self) -> Self {
-        Self { name: self.name, tx: self.tx.clone() }
+        Self { name: self.name, queue: self.queue.clone(), _closer: self._closer.clone() }
     }
 }
 
@@ -37,21 +87,26 @@ impl<M: 'static> WorkerPool<M> {
     where
         F: Fn(usize) -> Result<M, ModelError> + Send + Sync + 'static,
     {
-        let (tx, rx) = sync_channel::<Job<M>>(queue_depth);
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue {
+            lanes: Mutex::new(Lanes { live: VecDeque::new(), background: VecDeque::new(), workers, closed: false }),
+            arrived: Condvar::new(),
+            depth: queue_depth,
+            room: tokio::sync::Notify::new(),
+        });
         let factory = Arc::new(factory);
         let (ready_tx, ready_rx) = sync_channel::<Result<(), ModelError>>(workers);
         for index in 0..workers {
-            let (rx, factory, ready) = (rx.clone(), factory.clone(), ready_tx.clone());
+            let (queue, factory, ready) = (queue.clone(), factory.clone(), ready_tx.clone());
             std::thread::Builder::new()
                 .name(format!("{name}-{index}"))
                 .spawn(move || match factory(index) {
                     Ok(model) => {
                         let _ = ready.send(Ok(()));
                         drop(ready);
-                        work(name, model, &rx);
+                        work(name, model, &queue);
                     }
                     Err(e) => {
+                        queue.stopped();
                         let _ = ready.send(Err(e));
                     }
                 })
@@ -62,41 +117,104 @@ impl<M: 'static> WorkerPool<M> {
             ready_rx.recv().map_err(|_| ModelError::load(name, "worker exited during load"))??;
         }
         tracing::info!(pool = name, workers, queue_depth, "worker pool ready");
-        Ok(Self { name, tx })
+        Ok(Self { name, _closer: Arc::new(Closer(queue.clone())), queue })
     }
 
-    /// Runs `f` on a worker's model and waits for its result without blocking the runtime.
-    /// Dropping the returned future before a worker takes the job cancels it: the job is
-    /// discarded unrun (`pool_jobs_total{outcome="abandoned"}`).
+    /// Runs `f` on a worker's model (live lane) and waits for its result without blocking
+    /// the runtime. Dropping the returned future before a worker takes the job cancels it:
+    /// the job is discarded unrun (`pool_jobs_total{outcome="abandoned"}`).
     pub async fn run<R, F>(&self, f: F) -> Result<R, PoolError>
     where
         R: Send + 'static,
         F: FnOnce(&mut M) -> R + Send + 'static,
     {
+        self.run_as(Priority::Live, f).await
+    }
+
+    /// Runs `f` in the given lane (see [`Priority`]).
+    pub async fn run_as<R, F>(&self, priority: Priority, f: F) -> Result<R, PoolError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut M) -> R + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job<M> = Box::new(move |model| {
+        let mut job: Option<Job<M>> = Some(Box::new(move |model| {
             if tx.is_closed() {
                 return JobOutcome::Abandoned;
             }
             let _ = tx.send(f(model));
             JobOutcome::Ran
-        });
-        self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => PoolError::Overloaded(self.name),
-            TrySendError::Disconnected(_) => PoolError::Stopped(self.name),
-        })?;
+        }));
+        loop {
+            // Created before the attempt, so a place freed in between is not missed.
+            let room = self.queue.room.notified();
+            match self.queue.push(priority, &mut job) {
+                Ok(true) => break,
+                Ok(false) if priority == Priority::Live => return Err(PoolError::Overloaded(self.name)),
+                Ok(false) => room.await,
+                Err(()) => return Err(PoolError::Stopped(self.name)),
+            }
+        }
         rx.await.map_err(|_| PoolError::Stopped(self.name))
     }
 }
 
-fn work<M>(name: &'static str, mut model: M, rx: &Mutex<Receiver<Job<M>>>) {
-    loop {
-        // Hold the lock only while taking a job, so idle workers queue up on it.
-        let job = match rx.lock() {
-            Ok(guard) => guard.recv(),
-            Err(_) => return,
+impl<M> Queue<M> {
+    /// Queues the job if its lane has room (`Ok(true)`, job taken); `Ok(false)` when full.
+    fn push(&self, priority: Priority, job: &mut Option<Job<M>>) -> Result<bool, ()> {
+        let mut lanes = self.lanes.lock().map_err(|_| ())?;
+        if lanes.workers == 0 {
+            return Err(());
+        }
+        let (lane, depth) = match priority {
+            Priority::Live => (&mut lanes.live, self.depth),
+            Priority::Background => (&mut lanes.background, BACKGROUND_DEPTH),
         };
-        let Ok(job) = job else { return };
+        if lane.len() >= depth {
+            return Ok(false);
+        }
+        lane.extend(job.take());
+        self.arrived.notify_one();
+        Ok(true)
+    }
+
+    /// The next job, live first; `None` once the queue is gone.
+    fn take(&self) -> Option<Job<M>> {
+        let mut lanes = self.lanes.lock().ok()?;
+        loop {
+            if let Some(job) = lanes.live.pop_front() {
+                return Some(job);
+            }
+            if let Some(job) = lanes.background.pop_front() {
+                self.room.notify_waiters();
+                return Some(job);
+            }
+            if lanes.closed {
+                return None;
+            }
+            lanes = self.arrived.wait(lanes).ok()?;
+        }
+    }
+
+    fn stopped(&self) {
+        if let Ok(mut lanes) = self.lanes.lock() {
+            lanes.workers = lanes.workers.saturating_sub(1);
+            if lanes.workers == 0 {
+                // Callers waiting for these jobs see the pool as stopped.
+                lanes.live.clear();
+                lanes.background.clear();
+            }
+        }
+        self.room.notify_waiters();
+    }
+}
+
+fn work<M>(name: &'static str, mut model: M, queue: &Queue<M>) {
+    loop {
+        let Some(job) = queue.take() else {
+            queue.stopped();
+            return;
+        };
         // A panicking job fails only its own caller (its reply channel drops).
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut model))).unwrap_or_else(|_| {
             tracing::error!(pool = name, "inference job panicked");
@@ -168,6 +286,39 @@ mod tests {
         // The worker has passed the abandoned job once a later one comes back.
         pool.run(|_| ()).await.unwrap();
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "an abandoned job ran");
+    }
+
+    #[tokio::test]
+    async fn live_jobs_overtake_waiting_background_jobs() {
+        let pool = WorkerPool::spawn("test-lanes", 1, 8, |_| Ok(Vec::<&'static str>::new())).unwrap();
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let p = pool.clone();
+            async move { p.run_as(Priority::Background, move |_| hold_rx.recv().is_ok()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // While the worker is busy: two background jobs wait (the lane's depth), a third
+        // waits for a place, then a live job arrives last.
+        let background: Vec<_> = (0..3)
+            .map(|_| {
+                let p = pool.clone();
+                tokio::spawn(async move { p.run_as(Priority::Background, |log| log.push("background")).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let live = tokio::spawn({
+            let p = pool.clone();
+            async move { p.run(|log| log.push("live")).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        hold_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        live.await.unwrap().unwrap();
+        for b in background {
+            b.await.unwrap().unwrap();
+        }
+        let log = pool.run(|log| log.clone()).await.unwrap();
+        assert_eq!(log, vec!["live", "background", "background", "background"], "the live job went first");
     }
 
     #[tokio::test]

@@ -26,6 +26,11 @@ fn every_subcommand_has_help() {
         &["ingest", "--help"],
         &["say", "--help"],
         &["ask", "--help"],
+        &["manuals", "--help"],
+        &["manuals", "upload", "--help"],
+        &["manuals", "list", "--help"],
+        &["manuals", "show", "--help"],
+        &["manuals", "delete", "--help"],
     ] {
         let out = fieldvox(&data).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");

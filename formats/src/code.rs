@@ -7,6 +7,8 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidJson,
+    /// An HTTP request missing a field or carrying a malformed one.
+    InvalidRequest,
     UnknownEvent,
     InvalidEvent,
     UnsupportedAudioFormat,
@@ -23,7 +25,13 @@ pub enum ErrorCode {
     Overloaded,
     Unauthorized,
     Forbidden,
+    /// A manual that cannot be read (corrupt PDF, not text).
     InvalidDocument,
+    /// A manual with no text at all (an empty file, a scan without a text layer).
+    EmptyDocument,
+    TooManyPages,
+    /// A job the server stopped in the middle of (killed, crashed, restarted).
+    Interrupted,
     UnsupportedMediaType,
     PayloadTooLarge,
     NotFound,
@@ -41,6 +49,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::UnknownEvent => "unknown_event",
             ErrorCode::InvalidEvent => "invalid_event",
             ErrorCode::UnsupportedAudioFormat => "unsupported_audio_format",
@@ -57,6 +66,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidDocument => "invalid_document",
+            ErrorCode::EmptyDocument => "empty_document",
+            ErrorCode::TooManyPages => "too_many_pages",
+            ErrorCode::Interrupted => "interrupted",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NotFound => "not_found",

@@ -6,6 +6,7 @@ pub mod code;
 pub mod ct2;
 pub mod document;
 pub mod gguf_tokenizer;
+pub mod html;
 pub mod model;
 pub mod pcm;
 pub mod protocol;

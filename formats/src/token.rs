@@ -39,6 +39,10 @@ pub enum Action {
     Talk,
     /// Read the server's gauges (`/metrics`).
     ReadGauges,
+    /// List, read and search the tenant's manuals.
+    ReadManuals,
+    /// Upload and delete the tenant's manuals.
+    ManageManuals,
 }
 
 impl Role {
@@ -46,7 +50,9 @@ impl Role {
     pub fn may(self, action: Action) -> bool {
         matches!(
             (self, action),
-            (Role::Technician | Role::Admin, Action::Talk) | (Role::Ops | Role::Admin, Action::ReadGauges)
+            (Role::Technician | Role::Admin, Action::Talk | Action::ReadManuals)
+                | (Role::Ops | Role::Admin, Action::ReadGauges)
+                | (Role::Admin, Action::ManageManuals)
         )
     }
 
@@ -272,6 +278,12 @@ mod tests {
             (Role::Admin, ReadGauges, true),
             (Role::Ops, Talk, false),
             (Role::Ops, ReadGauges, true),
+            (Role::Technician, ReadManuals, true),
+            (Role::Technician, ManageManuals, false),
+            (Role::Admin, ReadManuals, true),
+            (Role::Admin, ManageManuals, true),
+            (Role::Ops, ReadManuals, false),
+            (Role::Ops, ManageManuals, false),
         ];
         for (role, action, allowed) in table {
             assert_eq!(role.may(action), allowed, "{role:?} {action:?}");

@@ -1,11 +1,11 @@
-//! An admin's upload, named as PDF, plain text, Markdown, nothing, HTML or Word (the first
-//! byte picks the file name; the last two are refused as unsupported types): pages of
-//! normalized text numbered from 1, or a typed refusal.
+//! An admin's upload, typed by its bytes (PDF, HTML, Markdown, text, or refused): pages of
+//! normalized text numbered from 1 with the blank ones listed, or a typed refusal. The
+//! first byte sets the page limit.
 #![no_main]
 
 use std::sync::Once;
 
-use fieldvox_formats::document::{DocumentKind, extract};
+use fieldvox_formats::document::{DocumentKind, extract_limited};
 use libfuzzer_sys::fuzz_target;
 
 static QUIET_PANICS: Once = Once::new();
@@ -17,13 +17,15 @@ fuzz_target!(|data: &[u8]| {
     // catches it around every input) and is reported as a crash.
     QUIET_PANICS.call_once(|| std::panic::set_hook(Box::new(|_| {})));
     let [pick, bytes @ ..] = data else { return };
-    let names = ["manual.pdf", "manual.txt", "manual.md", "manual", "manual.html", "manual.docx"];
-    let name = names[usize::from(*pick) % names.len()];
-    let Ok(kind) = DocumentKind::detect(name, bytes) else { return };
-    let Ok(pages) = extract(kind, bytes) else { return };
+    let max_pages = u32::from(*pick).max(1);
+    let Ok(kind) = DocumentKind::sniff(bytes) else { return };
+    let Ok(extracted) = extract_limited(kind, bytes, max_pages) else { return };
+    let pages = &extracted.pages;
     assert!(!pages.is_empty());
+    assert!(extracted.page_count <= max_pages);
+    assert_eq!(pages.len() + extracted.blank_pages.len(), extracted.page_count as usize);
     let mut last = 0;
-    for page in &pages {
+    for page in pages {
         assert!(page.number > last, "page numbers must increase");
         last = page.number;
         assert!(!page.text.is_empty() && page.text.trim() == page.text);

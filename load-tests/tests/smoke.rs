@@ -71,7 +71,7 @@ fn server() -> SocketAddr {
                         filename: "rtu40.txt".into(),
                         bytes: manual.clone(),
                     };
-                    app.kb.ingest(req, None).await.expect("ingest");
+                    app.kb.ingest(req, &Default::default(), None).await.expect("ingest");
                 }
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 tx.send(listener.local_addr().expect("addr")).expect("send");

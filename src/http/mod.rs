@@ -1,7 +1,9 @@
-//! HTTP surface: the talk page, health, readiness, metrics, and the realtime WebSocket
-//! endpoint.
+//! HTTP surface: the talk page, health, readiness, metrics, the realtime WebSocket
+//! endpoint, the manuals API and its OpenAPI document.
 
 pub mod bearer;
+pub mod manuals;
+pub mod openapi;
 pub mod ops;
 pub mod realtime;
 pub mod server;
@@ -10,7 +12,8 @@ pub mod talk;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -23,6 +26,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/realtime", get(realtime::upgrade))
+        // The upload streams to disk and enforces `ingest.max_bytes` itself.
+        .route("/v1/manuals", post(manuals::upload).get(manuals::list).layer(DefaultBodyLimit::disable()))
+        .route("/v1/manuals/{id}", get(manuals::show).delete(manuals::delete))
+        .route("/v1/manuals/{id}/pages/{page}", get(manuals::page))
+        .route("/v1/jobs/{id}", get(manuals::job))
+        .route("/v1/jobs/{id}/events", get(manuals::job_events))
+        .route("/v1/equipment", get(manuals::equipment))
+        .route("/v1/search", post(manuals::search))
+        .route("/openapi.json", get(openapi::document))
         .with_state(app)
 }
 

@@ -269,6 +269,19 @@ pub(super) async fn search(
     Ok((passages, evidence, timings))
 }
 
+/// What a turn would find for a typed question: its passages and the sentences it would
+/// answer from (`POST /v1/search`).
+pub async fn lookup(
+    kb: &KnowledgeBase,
+    tenant: &str,
+    equipment: Option<&str>,
+    question: &str,
+    pipeline: &Pipeline,
+) -> Result<(Vec<Passage>, Vec<Evidence>, RetrievalTimings), RagError> {
+    let question = as_printed(kb, tenant, question.to_string()).await;
+    search(kb, tenant, equipment, &question, &pipeline.profile).await
+}
+
 /// A transcript with the codes the recogniser misheard ("AHX220") written as the
 /// tenant's manuals print them ("HX-220"); as heard if the vocabulary is unavailable.
 pub(super) async fn as_printed(kb: &KnowledgeBase, tenant: &str, transcript: String) -> String {

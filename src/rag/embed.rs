@@ -12,11 +12,12 @@ use super::RagError;
 use crate::cache::{Cache, EMBEDDING_TTL};
 use crate::models::{ModelError, ModelPaths, onnx_environment};
 use crate::vector::DIMENSIONS;
-use crate::workers::WorkerPool;
+use crate::workers::{Priority, WorkerPool};
 
 pub const MODEL_NAME: &str = "all-minilm-l6-v2-int8";
-/// Chunks embedded per inference call during ingest.
-pub const INGEST_BATCH: usize = 32;
+/// Chunks embedded per inference call during ingest: small, because a live query that
+/// arrives while a batch runs waits for it (the pool's background lane; see `workers`).
+pub const INGEST_BATCH: usize = 8;
 
 /// Loads the embedding model from the models directory.
 pub fn load_model(paths: &ModelPaths, threads: usize) -> Result<TextEmbedding, ModelError> {
@@ -103,12 +104,21 @@ impl Embedder {
         Ok(found.into_iter().flatten().collect())
     }
 
-    /// Embeds texts in one inference call (no cache: used for ingest).
+    /// Embeds texts in one inference call, uncached.
     pub async fn embed_batch(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
+        self.embed_in(Priority::Live, texts).await
+    }
+
+    /// Embeds a manual's chunks, after any live query waiting (ingest).
+    pub async fn embed_background(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
+        self.embed_in(Priority::Background, texts).await
+    }
+
+    async fn embed_in(&self, priority: Priority, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
         let n = texts.len();
         let vectors = self
             .pool
-            .run(move |model| model.embed(texts, Some(INGEST_BATCH)))
+            .run_as(priority, move |model| model.embed(texts, Some(INGEST_BATCH)))
             .await?
             .map_err(|e| ModelError::inference("embedder", e))?;
         if vectors.len() != n || vectors.iter().any(|v| v.len() != DIMENSIONS) {

@@ -5,6 +5,7 @@ pub mod chunk;
 pub mod embed;
 pub mod evidence;
 pub mod ingest;
+pub mod jobs;
 pub mod retrieve;
 pub mod terms;
 pub mod vocabulary;
@@ -21,8 +22,8 @@ use crate::workers::PoolError;
 pub enum RagError {
     #[error(transparent)]
     Document(#[from] DocumentError),
-    #[error("document is {size} bytes; the limit is {limit}")]
-    TooLarge { size: usize, limit: usize },
+    #[error("document is {size} bytes or more; the limit is {limit}")]
+    TooLarge { size: u64, limit: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -59,6 +59,9 @@ pub struct Fused {
     pub keyword: bool,
 }
 
+/// Searches one question may take when manuals change under it.
+const RETRIEVE_ATTEMPTS: usize = 3;
+
 #[derive(Serialize, Deserialize)]
 struct CachedHits(Vec<Fused>);
 
@@ -117,6 +120,27 @@ impl KnowledgeBase {
         question: &str,
         config: &RetrievalConfig,
     ) -> Result<(Vec<Passage>, RetrievalTimings), RagError> {
+        let mut attempt = 1;
+        loop {
+            let (passages, timings, complete) = self.retrieve_at_version(tenant, equipment, question, config).await?;
+            // A manual replaced or deleted between the search and the reading of its
+            // text: search again at the new version rather than answer from a gap.
+            if complete || attempt == RETRIEVE_ATTEMPTS {
+                return Ok((passages, timings));
+            }
+            attempt += 1;
+        }
+    }
+
+    /// One retrieval; `complete` is false when some hits' text was gone by the time it
+    /// was read and the knowledge base has moved on since.
+    async fn retrieve_at_version(
+        &self,
+        tenant: &str,
+        equipment: Option<&str>,
+        question: &str,
+        config: &RetrievalConfig,
+    ) -> Result<(Vec<Passage>, RetrievalTimings, bool), RagError> {
         let mut timings = RetrievalTimings::default();
         let equipment = equipment.filter(|e| !e.is_empty() && *e != "*");
         let version = self.store.kb_version(tenant).await?;
@@ -164,6 +188,7 @@ impl KnowledgeBase {
         let ids: Vec<Uuid> = hits.iter().map(|h| h.chunk_id).collect();
         // The store re-checks the tenant: a passage is only ever read within its own tenant.
         let chunks = self.store.chunks(tenant, &ids).await?;
+        let chunks_found = chunks.len();
         let passages = chunks
             .into_iter()
             .filter_map(|c| {
@@ -181,7 +206,8 @@ impl KnowledgeBase {
         if timings.cache_hit {
             timings.search_ms = started.elapsed().as_secs_f64() * 1000.0;
         }
-        Ok((passages, timings))
+        let complete = chunks_found == hits.len() || self.store.kb_version(tenant).await? == version;
+        Ok((passages, timings, complete))
     }
 }
 

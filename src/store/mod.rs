@@ -1,24 +1,40 @@
-//! Metadata: tenants' manuals, their chunks (text + page), and each tenant's
+//! Metadata: tenants' manuals, their chunks (text + page), ingest jobs, and each tenant's
 //! knowledge-base version. SQLite is the embedded default; MongoDB plugs in behind
 //! the same trait. Every read names the tenant. The store also keeps the keyword index
 //! over chunk text and each tenant's vocabulary of printed codes.
+//!
+//! A manual is written while it is `ingesting` (its chunks invisible to every read) and
+//! becomes `live` in one step that also removes the version it replaces: a reader sees
+//! the old version or the new one, never a mix and never neither.
 
 pub mod sqlite;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Manual {
     pub id: Uuid,
     pub tenant: String,
     pub equipment: String,
     pub title: String,
     pub filename: String,
+    /// 1 for the first upload of an (equipment, title); each re-upload adds one.
+    pub version: u32,
     pub pages: u32,
     pub chunks: u32,
+    /// Bytes of the uploaded file.
+    pub size: u64,
+    /// Hex sha256 of the uploaded file: the same bytes again are not ingested twice.
+    pub sha256: String,
+    /// The subject of the token that uploaded it.
+    pub uploaded_by: String,
+    /// Pages that had no text layer (scanned images): nothing on them can be cited.
+    pub blank_pages: Vec<u32>,
+    /// Unix seconds: upload accepted, and ingest finished.
     pub created_at: u64,
+    pub updated_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +44,101 @@ pub struct Chunk {
     pub manual_id: Uuid,
     pub equipment: String,
     pub page: u32,
+    /// The headings above it, outermost first.
+    pub section: String,
+    /// Position in the manual, for reading a page back in order.
+    pub seq: u32,
     pub text: String,
+}
+
+/// Where an ingest job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Extracting,
+    Embedding,
+    Indexing,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Extracting => "extracting",
+            JobState::Embedding => "embedding",
+            JobState::Indexing => "indexing",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Extracting, Self::Embedding, Self::Indexing, Self::Done, Self::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+
+    /// Done or failed: nothing more will happen to the job.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+}
+
+/// One upload's ingest, as the admin watches it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Job {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub tenant: String,
+    pub manual_id: Uuid,
+    pub state: JobState,
+    /// Pages in the document (known after extraction).
+    pub pages: u32,
+    pub chunks_done: u32,
+    pub chunks_total: u32,
+    /// Stable error code of a failed job.
+    pub error: Option<String>,
+    pub message: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl Job {
+    /// The job of a manual just accepted.
+    pub fn queued(manual: &Manual) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            tenant: manual.tenant.clone(),
+            manual_id: manual.id,
+            state: JobState::Queued,
+            pages: 0,
+            chunks_done: 0,
+            chunks_total: 0,
+            error: None,
+            message: None,
+            created_at: manual.created_at,
+            updated_at: manual.created_at,
+        }
+    }
+}
+
+/// Which live manuals a listing returns: one page, after the previous page's last.
+#[derive(Debug, Clone, Default)]
+pub struct ManualFilter {
+    pub equipment: Option<String>,
+    /// `(created_at, id)` of the last manual of the previous page.
+    pub after: Option<(u64, Uuid)>,
+    pub limit: usize,
+}
+
+/// Rows a tenant holds, whatever their state (for checks that nothing was left behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Holdings {
+    pub manuals: u64,
+    pub chunks: u64,
 }
 
 /// A chunk with the title of its manual, ready to cite.
@@ -53,9 +163,36 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait MetadataStore: Send + Sync {
-    /// Saves a manual and all its chunks atomically.
-    async fn insert_manual(&self, manual: Manual, chunks: Vec<Chunk>) -> Result<(), StoreError>;
-    async fn list_manuals(&self, tenant: &str) -> Result<Vec<Manual>, StoreError>;
+    /// Records a manual being ingested (invisible to readers) and its job.
+    async fn begin_manual(&self, manual: &Manual, job: &Job) -> Result<(), StoreError>;
+    /// Adds chunks to a manual being ingested.
+    async fn add_chunks(&self, chunks: Vec<Chunk>) -> Result<(), StoreError>;
+    /// Makes an ingested manual live with its final counts, removes the live manuals it
+    /// replaces (same tenant, equipment and title) and bumps the tenant's knowledge-base
+    /// version, in one transaction. Returns the replaced manuals' ids.
+    async fn publish_manual(&self, manual: &Manual) -> Result<Vec<Uuid>, StoreError>;
+    /// Removes a manual in any state with its chunks, keyword index and codes; bumps the
+    /// knowledge-base version when it was live. False when the tenant has no such manual.
+    async fn delete_manual(&self, tenant: &str, id: Uuid) -> Result<bool, StoreError>;
+    /// A live manual.
+    async fn manual(&self, tenant: &str, id: Uuid) -> Result<Option<Manual>, StoreError>;
+    /// The live manual with these bytes, if any.
+    async fn manual_by_sha256(&self, tenant: &str, sha256: &str) -> Result<Option<Manual>, StoreError>;
+    /// The highest version of (equipment, title) ever started, 0 if none.
+    async fn latest_version(&self, tenant: &str, equipment: &str, title: &str) -> Result<u32, StoreError>;
+    /// Live manuals in upload order.
+    async fn list_manuals(&self, tenant: &str, filter: &ManualFilter) -> Result<Vec<Manual>, StoreError>;
+    /// The text of one page of a live manual, chunk by chunk in order; empty if none.
+    async fn page_text(&self, tenant: &str, manual: Uuid, page: u32) -> Result<Vec<String>, StoreError>;
+    /// Equipment ids with their count of live manuals.
+    async fn equipment(&self, tenant: &str) -> Result<Vec<(String, u32)>, StoreError>;
+    /// Saves a job's progress.
+    async fn put_job(&self, job: &Job) -> Result<(), StoreError>;
+    async fn job(&self, tenant: &str, id: Uuid) -> Result<Option<Job>, StoreError>;
+    /// Jobs of every tenant that are neither done nor failed (interrupted by a restart).
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Manuals and chunks the tenant holds in any state.
+    async fn holdings(&self, tenant: &str) -> Result<Holdings, StoreError>;
     /// Chunks by id, only those belonging to `tenant`, in the order of `ids`.
     async fn chunks(&self, tenant: &str, ids: &[Uuid]) -> Result<Vec<CitedChunk>, StoreError>;
     /// Chunks of `tenant` (and `equipment`, when given) that share terms with the query

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{Chunk, CitedChunk, KeywordHit, Manual, MetadataStore, StoreError};
+use super::{Chunk, CitedChunk, Holdings, Job, JobState, KeywordHit, Manual, ManualFilter, MetadataStore, StoreError};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -41,6 +41,21 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_tenant ON chunks (tenant, id);
+CREATE INDEX IF NOT EXISTS chunks_manual ON chunks (manual_id, page);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    manual_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pages INTEGER NOT NULL,
+    chunks_done INTEGER NOT NULL,
+    chunks_total INTEGER NOT NULL,
+    error TEXT,
+    message TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 -- Keyword index over normalised chunk terms (see rag::terms); the tenant is an indexed
 -- token too, so a match never leaves the tenant before the join re-checks it.
 CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5 (terms, tenant, chunk_id UNINDEXED);
@@ -52,6 +67,116 @@ CREATE TABLE IF NOT EXISTS codes (
     PRIMARY KEY (tenant, manual_id, printed)
 );
 ";
+
+/// Columns added since the first schema, with their defaults: a data dir written by an
+/// older fieldvox opens and its manuals count as live version 1.
+const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
+    ("manuals", "version", "INTEGER NOT NULL DEFAULT 1"),
+    ("manuals", "size", "INTEGER NOT NULL DEFAULT 0"),
+    ("manuals", "sha256", "TEXT NOT NULL DEFAULT ''"),
+    ("manuals", "uploaded_by", "TEXT NOT NULL DEFAULT ''"),
+    ("manuals", "blank_pages", "TEXT NOT NULL DEFAULT ''"),
+    ("manuals", "updated_at", "INTEGER NOT NULL DEFAULT 0"),
+    // 'ingesting' rows are invisible to every read but the job's own.
+    ("manuals", "state", "TEXT NOT NULL DEFAULT 'live'"),
+    ("chunks", "section", "TEXT NOT NULL DEFAULT ''"),
+    ("chunks", "seq", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+const LIVE: &str = "live";
+const INGESTING: &str = "ingesting";
+
+fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let exists: bool = conn.query_row(
+            &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+            params![column],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS manuals_title ON manuals (tenant, equipment, title);
+         CREATE INDEX IF NOT EXISTS manuals_sha ON manuals (tenant, sha256);",
+    )
+}
+
+const MANUAL_COLUMNS: &str = "id, tenant, equipment, title, filename, version, pages, chunks, size, sha256, \
+     uploaded_by, blank_pages, created_at, updated_at";
+
+fn manual_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Manual> {
+    let blank: String = r.get(11)?;
+    Ok(Manual {
+        id: parse_uuid(r.get(0)?)?,
+        tenant: r.get(1)?,
+        equipment: r.get(2)?,
+        title: r.get(3)?,
+        filename: r.get(4)?,
+        version: r.get(5)?,
+        pages: r.get(6)?,
+        chunks: r.get(7)?,
+        size: r.get(8)?,
+        sha256: r.get(9)?,
+        uploaded_by: r.get(10)?,
+        blank_pages: blank.split(',').filter_map(|n| n.parse().ok()).collect(),
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+fn blank_list(pages: &[u32]) -> String {
+    pages.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+const JOB_COLUMNS: &str =
+    "id, tenant, manual_id, state, pages, chunks_done, chunks_total, error, message, created_at, updated_at";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let state: String = r.get(3)?;
+    Ok(Job {
+        id: parse_uuid(r.get(0)?)?,
+        tenant: r.get(1)?,
+        manual_id: parse_uuid(r.get(2)?)?,
+        // An unknown state (a newer fieldvox wrote it) reads as failed, never as running.
+        state: JobState::parse(&state).unwrap_or(JobState::Failed),
+        pages: r.get(4)?,
+        chunks_done: r.get(5)?,
+        chunks_total: r.get(6)?,
+        error: r.get(7)?,
+        message: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+/// Deletes a manual's rows of every kind; returns its state, if it existed.
+fn remove_manual(tx: &rusqlite::Transaction<'_>, tenant: &str, id: &str) -> rusqlite::Result<Option<String>> {
+    let state: Option<String> = tx
+        .query_row("SELECT state FROM manuals WHERE id = ?1 AND tenant = ?2", params![id, tenant], |r| r.get(0))
+        .optional()?;
+    if state.is_some() {
+        tx.execute(
+            "DELETE FROM chunk_terms WHERE chunk_id IN (SELECT id FROM chunks WHERE manual_id = ?1)",
+            params![id],
+        )?;
+        tx.execute("DELETE FROM chunks WHERE manual_id = ?1", params![id])?;
+        tx.execute("DELETE FROM codes WHERE manual_id = ?1", params![id])?;
+        tx.execute("DELETE FROM manuals WHERE id = ?1", params![id])?;
+    }
+    Ok(state)
+}
+
+fn bump(conn: &Connection, tenant: &str) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "INSERT INTO tenants (tenant, kb_version) VALUES (?1, 1)
+         ON CONFLICT (tenant) DO UPDATE SET kb_version = kb_version + 1
+         RETURNING kb_version",
+        params![tenant],
+        |r| r.get(0),
+    )
+}
 
 /// The tenant as one FTS token: hex keeps every character of any tenant id inside a
 /// single alphanumeric word, so "acme" never matches inside "acme-1".
@@ -81,7 +206,8 @@ fn index_chunk(tx: &rusqlite::Transaction<'_>, chunk: &Chunk) -> rusqlite::Resul
     Ok(())
 }
 
-/// A chunk from the first six columns: id, tenant, manual_id, equipment, page, text.
+/// A chunk from the first eight columns: id, tenant, manual_id, equipment, page, text,
+/// section, seq.
 fn chunk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Chunk> {
     Ok(Chunk {
         id: parse_uuid(r.get(0)?)?,
@@ -90,6 +216,8 @@ fn chunk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Chunk> {
         equipment: r.get(3)?,
         page: r.get(4)?,
         text: r.get(5)?,
+        section: r.get(6)?,
+        seq: r.get(7)?,
     })
 }
 
@@ -97,7 +225,7 @@ fn chunk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Chunk> {
 fn backfill_index(conn: &mut Connection) -> rusqlite::Result<usize> {
     let missing: Vec<Chunk> = {
         let mut stmt = conn.prepare(
-            "SELECT id, tenant, manual_id, equipment, page, text FROM chunks
+            "SELECT id, tenant, manual_id, equipment, page, text, section, seq FROM chunks
              WHERE id NOT IN (SELECT chunk_id FROM chunk_terms)",
         )?;
         stmt.query_map([], chunk_row)?.collect::<rusqlite::Result<_>>()?
@@ -121,6 +249,7 @@ impl SqliteStore {
         }
         let mut conn = Connection::open(path).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_columns(&conn).map_err(unavailable)?;
         let indexed = backfill_index(&mut conn).map_err(unavailable)?;
         if indexed > 0 {
             tracing::info!(chunks = indexed, "keyword index built for existing chunks");
@@ -144,6 +273,30 @@ impl SqliteStore {
     }
 }
 
+fn write_job(conn: &Connection, job: &Job) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (id) DO UPDATE SET state = ?4, pages = ?5, chunks_done = ?6, chunks_total = ?7,
+                 error = ?8, message = ?9, updated_at = ?11"
+        ),
+        params![
+            job.id.to_string(),
+            job.tenant,
+            job.manual_id.to_string(),
+            job.state.as_str(),
+            job.pages,
+            job.chunks_done,
+            job.chunks_total,
+            job.error,
+            job.message,
+            job.created_at,
+            job.updated_at
+        ],
+    )?;
+    Ok(())
+}
+
 fn parse_uuid(s: String) -> rusqlite::Result<Uuid> {
     Uuid::parse_str(&s)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
@@ -151,26 +304,46 @@ fn parse_uuid(s: String) -> rusqlite::Result<Uuid> {
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
-    async fn insert_manual(&self, manual: Manual, chunks: Vec<Chunk>) -> Result<(), StoreError> {
+    async fn begin_manual(&self, manual: &Manual, job: &Job) -> Result<(), StoreError> {
+        let (m, job) = (manual.clone(), job.clone());
         self.with(move |conn| {
             let tx = conn.transaction()?;
             tx.execute(
-                "INSERT INTO manuals (id, tenant, equipment, title, filename, pages, chunks, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &format!(
+                    "INSERT INTO manuals ({MANUAL_COLUMNS}, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                ),
                 params![
-                    manual.id.to_string(),
-                    manual.tenant,
-                    manual.equipment,
-                    manual.title,
-                    manual.filename,
-                    manual.pages,
-                    manual.chunks,
-                    manual.created_at
+                    m.id.to_string(),
+                    m.tenant,
+                    m.equipment,
+                    m.title,
+                    m.filename,
+                    m.version,
+                    m.pages,
+                    m.chunks,
+                    m.size,
+                    m.sha256,
+                    m.uploaded_by,
+                    blank_list(&m.blank_pages),
+                    m.created_at,
+                    m.updated_at,
+                    INGESTING
                 ],
             )?;
+            write_job(&tx, &job)?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn add_chunks(&self, chunks: Vec<Chunk>) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
             {
-                let mut stmt = tx.prepare(
-                    "INSERT INTO chunks (id, tenant, manual_id, equipment, page, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO chunks (id, tenant, manual_id, equipment, page, text, section, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for c in &chunks {
                     stmt.execute(params![
@@ -179,7 +352,9 @@ impl MetadataStore for SqliteStore {
                         c.manual_id.to_string(),
                         c.equipment,
                         c.page,
-                        c.text
+                        c.text,
+                        c.section,
+                        c.seq
                     ])?;
                 }
             }
@@ -191,26 +366,170 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn list_manuals(&self, tenant: &str) -> Result<Vec<Manual>, StoreError> {
+    async fn publish_manual(&self, manual: &Manual) -> Result<Vec<Uuid>, StoreError> {
+        let m = manual.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let replaced: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM manuals WHERE tenant = ?1 AND equipment = ?2 AND title = ?3 AND state = ?4 AND id <> ?5",
+                )?;
+                let rows = stmt.query_map(params![m.tenant, m.equipment, m.title, LIVE, m.id.to_string()], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for id in &replaced {
+                remove_manual(&tx, &m.tenant, id)?;
+            }
+            tx.execute(
+                "UPDATE manuals SET state = ?3, pages = ?4, chunks = ?5, blank_pages = ?6, updated_at = ?7
+                 WHERE id = ?1 AND tenant = ?2",
+                params![m.id.to_string(), m.tenant, LIVE, m.pages, m.chunks, blank_list(&m.blank_pages), m.updated_at],
+            )?;
+            bump(&tx, &m.tenant)?;
+            tx.commit()?;
+            replaced.into_iter().map(parse_uuid).collect()
+        })
+        .await
+    }
+
+    async fn delete_manual(&self, tenant: &str, id: Uuid) -> Result<bool, StoreError> {
         let tenant = tenant.to_string();
         self.with(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT id, tenant, equipment, title, filename, pages, chunks, created_at
-                 FROM manuals WHERE tenant = ?1 ORDER BY created_at, title",
+            let tx = conn.transaction()?;
+            let state = remove_manual(&tx, &tenant, &id.to_string())?;
+            if state.as_deref() == Some(LIVE) {
+                bump(&tx, &tenant)?;
+            }
+            tx.commit()?;
+            Ok(state.is_some())
+        })
+        .await
+    }
+
+    async fn manual(&self, tenant: &str, id: Uuid) -> Result<Option<Manual>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                &format!("SELECT {MANUAL_COLUMNS} FROM manuals WHERE id = ?1 AND tenant = ?2 AND state = ?3"),
+                params![id.to_string(), tenant, LIVE],
+                manual_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn manual_by_sha256(&self, tenant: &str, sha256: &str) -> Result<Option<Manual>, StoreError> {
+        let (tenant, sha256) = (tenant.to_string(), sha256.to_string());
+        self.with(move |conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {MANUAL_COLUMNS} FROM manuals WHERE tenant = ?1 AND sha256 = ?2 AND state = ?3 LIMIT 1"
+                ),
+                params![tenant, sha256, LIVE],
+                manual_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn latest_version(&self, tenant: &str, equipment: &str, title: &str) -> Result<u32, StoreError> {
+        let (tenant, equipment, title) = (tenant.to_string(), equipment.to_string(), title.to_string());
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM manuals WHERE tenant = ?1 AND equipment = ?2 AND title = ?3",
+                params![tenant, equipment, title],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn list_manuals(&self, tenant: &str, filter: &ManualFilter) -> Result<Vec<Manual>, StoreError> {
+        let tenant = tenant.to_string();
+        let filter = filter.clone();
+        self.with(move |conn| {
+            let (after_at, after_id) = filter.after.map_or((-1, String::new()), |(at, id)| (at as i64, id.to_string()));
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MANUAL_COLUMNS} FROM manuals
+                 WHERE tenant = ?1 AND state = ?2 AND (?3 IS NULL OR equipment = ?3)
+                   AND (created_at, id) > (?4, ?5)
+                 ORDER BY created_at, id LIMIT ?6"
+            ))?;
+            let rows = stmt.query_map(
+                params![tenant, LIVE, filter.equipment, after_at, after_id, filter.limit as i64],
+                manual_row,
             )?;
-            let rows = stmt.query_map(params![tenant], |r| {
-                Ok(Manual {
-                    id: parse_uuid(r.get(0)?)?,
-                    tenant: r.get(1)?,
-                    equipment: r.get(2)?,
-                    title: r.get(3)?,
-                    filename: r.get(4)?,
-                    pages: r.get(5)?,
-                    chunks: r.get(6)?,
-                    created_at: r.get(7)?,
-                })
-            })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn page_text(&self, tenant: &str, manual: Uuid, page: u32) -> Result<Vec<String>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.text FROM chunks c JOIN manuals m ON m.id = c.manual_id
+                 WHERE c.manual_id = ?1 AND c.tenant = ?2 AND c.page = ?3 AND m.state = ?4
+                 ORDER BY c.seq",
+            )?;
+            let rows = stmt.query_map(params![manual.to_string(), tenant, page, LIVE], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn equipment(&self, tenant: &str) -> Result<Vec<(String, u32)>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT equipment, COUNT(*) FROM manuals WHERE tenant = ?1 AND state = ?2
+                 GROUP BY equipment ORDER BY equipment",
+            )?;
+            let rows = stmt.query_map(params![tenant, LIVE], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn put_job(&self, job: &Job) -> Result<(), StoreError> {
+        let job = job.clone();
+        self.with(move |conn| write_job(conn, &job)).await
+    }
+
+    async fn job(&self, tenant: &str, id: Uuid) -> Result<Option<Job>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND tenant = ?2"),
+                params![id.to_string(), tenant],
+                job_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('done', 'failed') ORDER BY created_at"
+            ))?;
+            let rows = stmt.query_map([], job_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn holdings(&self, tenant: &str) -> Result<Holdings, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT (SELECT COUNT(*) FROM manuals WHERE tenant = ?1), (SELECT COUNT(*) FROM chunks WHERE tenant = ?1)",
+                params![tenant],
+                |r| Ok(Holdings { manuals: r.get(0)?, chunks: r.get(1)? }),
+            )
         })
         .await
     }
@@ -220,15 +539,15 @@ impl MetadataStore for SqliteStore {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT c.id, c.tenant, c.manual_id, c.equipment, c.page, c.text, m.title
+                "SELECT c.id, c.tenant, c.manual_id, c.equipment, c.page, c.text, c.section, c.seq, m.title
                  FROM chunks c JOIN manuals m ON m.id = c.manual_id
-                 WHERE c.id = ?1 AND c.tenant = ?2",
+                 WHERE c.id = ?1 AND c.tenant = ?2 AND m.state = 'live'",
             )?;
             let mut out = Vec::with_capacity(ids.len());
             for id in &ids {
                 let row = stmt
                     .query_row(params![id, tenant], |r| {
-                        Ok(CitedChunk { chunk: chunk_row(r)?, manual_title: r.get(6)? })
+                        Ok(CitedChunk { chunk: chunk_row(r)?, manual_title: r.get(8)? })
                     })
                     .optional()?;
                 out.extend(row);
@@ -256,6 +575,7 @@ impl MetadataStore for SqliteStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT c.id, -bm25(chunk_terms, 1.0, 0.0) AS score
                  FROM chunk_terms JOIN chunks c ON c.id = chunk_terms.chunk_id
+                 JOIN manuals m ON m.id = c.manual_id AND m.state = 'live'
                  WHERE chunk_terms MATCH ?1 AND c.tenant = ?2 AND (?3 IS NULL OR c.equipment = ?3)
                  ORDER BY score DESC LIMIT ?4",
             )?;
@@ -271,8 +591,9 @@ impl MetadataStore for SqliteStore {
         let tenant = tenant.to_string();
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT printed FROM codes WHERE tenant = ?1
-                 UNION SELECT equipment FROM manuals WHERE tenant = ?1 ORDER BY 1",
+                "SELECT printed FROM codes JOIN manuals m ON m.id = codes.manual_id AND m.state = 'live'
+                 WHERE codes.tenant = ?1
+                 UNION SELECT equipment FROM manuals WHERE tenant = ?1 AND state = 'live' ORDER BY 1",
             )?;
             let rows = stmt.query_map(params![tenant], |r| r.get(0))?;
             rows.collect()
@@ -292,16 +613,7 @@ impl MetadataStore for SqliteStore {
 
     async fn bump_kb_version(&self, tenant: &str) -> Result<u64, StoreError> {
         let tenant = tenant.to_string();
-        self.with(move |conn| {
-            conn.query_row(
-                "INSERT INTO tenants (tenant, kb_version) VALUES (?1, 1)
-                 ON CONFLICT (tenant) DO UPDATE SET kb_version = kb_version + 1
-                 RETURNING kb_version",
-                params![tenant],
-                |r| r.get(0),
-            )
-        })
-        .await
+        self.with(move |conn| bump(conn, &tenant)).await
     }
 }
 
@@ -317,9 +629,15 @@ mod tests {
             equipment: "RTU-40".into(),
             title: "RTU-40 Service Manual".into(),
             filename: "rtu40.pdf".into(),
+            version: 1,
             pages: 2,
             chunks: 1,
+            size: 10,
+            sha256: format!("{id}"),
+            uploaded_by: "admin-1".into(),
+            blank_pages: vec![1],
             created_at: 1,
+            updated_at: 2,
         };
         let c = Chunk {
             id: Uuid::new_v4(),
@@ -327,9 +645,30 @@ mod tests {
             manual_id: id,
             equipment: "RTU-40".into(),
             page: 2,
+            section: "Compressor".into(),
+            seq: 0,
             text: "38 N·m".into(),
         };
         (m, vec![c])
+    }
+
+    fn job_for(m: &Manual) -> Job {
+        Job::queued(m)
+    }
+
+    /// Begin, add the chunks, publish: what an ingest does.
+    async fn insert(store: &SqliteStore, m: &Manual, chunks: Vec<Chunk>) -> Vec<Uuid> {
+        let mut job = job_for(m);
+        store.begin_manual(m, &job).await.unwrap();
+        store.add_chunks(chunks).await.unwrap();
+        let replaced = store.publish_manual(m).await.unwrap();
+        job.state = JobState::Done;
+        store.put_job(&job).await.unwrap();
+        replaced
+    }
+
+    fn all() -> ManualFilter {
+        ManualFilter { limit: 100, ..ManualFilter::default() }
     }
 
     #[tokio::test]
@@ -338,23 +677,23 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let (ma, ca) = manual("a");
         let chunk_a = ca[0].id;
-        store.insert_manual(ma.clone(), ca).await.unwrap();
+        insert(&store, &ma, ca).await;
         let got = store.chunks("a", &[chunk_a]).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].manual_title, "RTU-40 Service Manual");
         assert_eq!(got[0].chunk.page, 2);
         assert!(store.chunks("b", &[chunk_a]).await.unwrap().is_empty(), "tenant b cannot read a's chunk");
-        assert_eq!(store.list_manuals("a").await.unwrap(), vec![ma]);
-        assert!(store.list_manuals("b").await.unwrap().is_empty());
+        assert_eq!(store.list_manuals("a", &all()).await.unwrap(), vec![ma]);
+        assert!(store.list_manuals("b", &all()).await.unwrap().is_empty());
 
-        assert_eq!(store.kb_version("a").await.unwrap(), 0);
-        assert_eq!(store.bump_kb_version("a").await.unwrap(), 1);
+        assert_eq!(store.kb_version("a").await.unwrap(), 1, "publishing bumped it");
         assert_eq!(store.bump_kb_version("a").await.unwrap(), 2);
+        assert_eq!(store.bump_kb_version("a").await.unwrap(), 3);
         assert_eq!(store.kb_version("b").await.unwrap(), 0);
 
         drop(store);
         let reopened = SqliteStore::open(&path).unwrap();
-        assert_eq!(reopened.kb_version("a").await.unwrap(), 2, "survives a restart");
+        assert_eq!(reopened.kb_version("a").await.unwrap(), 3, "survives a restart");
     }
 
     fn with_text(tenant: &str, text: &str) -> (Manual, Vec<Chunk>) {
@@ -369,11 +708,11 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let (ma, ca) = with_text("acme", "Fault E47 means low oil pressure. Filter HX-FLT-0440.");
         let a = ca[0].id;
-        store.insert_manual(ma, ca).await.unwrap();
+        insert(&store, &ma, ca).await;
         // Same words in another tenant, and in a tenant whose id extends "acme".
         for tenant in ["globex", "acme-1"] {
             let (m, c) = with_text(tenant, "Fault E47 means fan failure. Filter HX-FLT-0440.");
-            store.insert_manual(m, c).await.unwrap();
+            insert(&store, &m, c).await;
         }
         let terms = |q: &str| crate::rag::terms::query_terms(q);
         let hits = store.keyword_search("acme", None, &terms("what does e 47 mean"), 10).await.unwrap();
@@ -388,5 +727,88 @@ mod tests {
         let vocabulary = store.vocabulary("acme").await.unwrap();
         assert_eq!(vocabulary, vec!["E47", "HX-FLT-0440", "RTU-40"], "codes and the equipment id");
         assert!(store.vocabulary("nobody").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_manual_being_ingested_is_invisible_and_a_new_version_replaces_the_old_at_once() {
+        let path = std::env::temp_dir().join(format!("fieldvox-store-{}/db.sqlite", Uuid::new_v4()));
+        let store = SqliteStore::open(&path).unwrap();
+        let (v1, c1) = with_text("acme", "Head bolts take 38 N·m.");
+        insert(&store, &v1, c1.clone()).await;
+        let (mut v2, mut c2) = with_text("acme", "Head bolts take 41 N·m.");
+        v2.version = 2;
+        c2[0].manual_id = v2.id;
+        store.begin_manual(&v2, &job_for(&v2)).await.unwrap();
+        store.add_chunks(c2.clone()).await.unwrap();
+        let terms = crate::rag::terms::query_terms("head bolts");
+        let found = |store: SqliteStore| {
+            let terms = terms.clone();
+            async move {
+                let hits = store.keyword_search("acme", None, &terms, 10).await.unwrap();
+                let ids: Vec<Uuid> = hits.iter().map(|h| h.chunk_id).collect();
+                store.chunks("acme", &ids).await.unwrap().into_iter().map(|c| c.chunk.text).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(found(store.clone()).await, vec!["Head bolts take 38 N·m."], "v2 is invisible while ingesting");
+        assert!(store.chunks("acme", &[c2[0].id]).await.unwrap().is_empty());
+        assert_eq!(store.latest_version("acme", "RTU-40", "RTU-40 Service Manual").await.unwrap(), 2);
+        assert_eq!(store.holdings("acme").await.unwrap(), Holdings { manuals: 2, chunks: 2 });
+
+        assert_eq!(store.publish_manual(&v2).await.unwrap(), vec![v1.id], "v1 replaced");
+        assert_eq!(found(store.clone()).await, vec!["Head bolts take 41 N·m."]);
+        assert_eq!(store.holdings("acme").await.unwrap(), Holdings { manuals: 1, chunks: 1 });
+        assert_eq!(store.page_text("acme", v2.id, 2).await.unwrap(), vec!["Head bolts take 41 N·m."]);
+        assert!(store.page_text("globex", v2.id, 2).await.unwrap().is_empty(), "another tenant reads nothing");
+        assert_eq!(store.equipment("acme").await.unwrap(), vec![("RTU-40".to_string(), 1)]);
+        assert_eq!(store.manual_by_sha256("acme", &v2.sha256).await.unwrap().map(|m| m.id), Some(v2.id));
+        assert!(store.manual_by_sha256("globex", &v2.sha256).await.unwrap().is_none());
+
+        let version = store.kb_version("acme").await.unwrap();
+        assert!(!store.delete_manual("globex", v2.id).await.unwrap(), "not another tenant's to delete");
+        assert!(store.delete_manual("acme", v2.id).await.unwrap());
+        assert_eq!(store.kb_version("acme").await.unwrap(), version + 1, "a delete expires cached results");
+        assert_eq!(store.holdings("acme").await.unwrap(), Holdings::default());
+        assert!(store.vocabulary("acme").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn listings_page_by_cursor_and_jobs_persist() {
+        let path = std::env::temp_dir().join(format!("fieldvox-store-{}/db.sqlite", Uuid::new_v4()));
+        let store = SqliteStore::open(&path).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let (mut m, c) = manual("acme");
+            m.title = format!("Manual {i}");
+            m.created_at = 10 + i;
+            if i == 4 {
+                m.equipment = "BW-9".into();
+            }
+            insert(&store, &m, c).await;
+            ids.push(m.id);
+        }
+        let mut filter = ManualFilter { limit: 2, ..ManualFilter::default() };
+        let mut seen = Vec::new();
+        loop {
+            let page = store.list_manuals("acme", &filter).await.unwrap();
+            let Some(last) = page.last() else { break };
+            filter.after = Some((last.created_at, last.id));
+            seen.extend(page.iter().map(|m| m.id));
+        }
+        assert_eq!(seen, ids, "every manual once, in upload order");
+        let only = ManualFilter { equipment: Some("BW-9".into()), limit: 10, after: None };
+        assert_eq!(store.list_manuals("acme", &only).await.unwrap().len(), 1);
+
+        let (m, _) = manual("acme");
+        let mut job = job_for(&m);
+        store.begin_manual(&m, &job).await.unwrap();
+        job.state = JobState::Embedding;
+        job.chunks_done = 3;
+        store.put_job(&job).await.unwrap();
+        assert_eq!(store.job("acme", job.id).await.unwrap(), Some(job.clone()));
+        assert_eq!(store.job("globex", job.id).await.unwrap(), None);
+        assert_eq!(store.unfinished_jobs().await.unwrap(), vec![job.clone()]);
+        job.state = JobState::Failed;
+        store.put_job(&job).await.unwrap();
+        assert!(store.unfinished_jobs().await.unwrap().is_empty());
     }
 }

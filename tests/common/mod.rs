@@ -74,7 +74,7 @@ pub fn harness() -> &'static Harness {
                     filename: "wf12-operator-guide.txt".into(),
                     bytes: guide,
                 };
-                app.kb.ingest(request, None).await.expect("ingest B");
+                app.kb.ingest(request, &Default::default(), None).await.expect("ingest B");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let addr = listener.local_addr().expect("addr");
                 let keys = TokenKeys::new(app.config.auth.signing_secret());
@@ -298,5 +298,5 @@ pub async fn ingest_rtu40(app: &App, tenant: &str) -> fieldvox::store::Manual {
         filename: "rtu40-service-manual.txt".into(),
         bytes: std::fs::read(repo().join("tests/fixtures/rtu40-service-manual.txt")).expect("fixture"),
     };
-    app.kb.ingest(request, None).await.expect("ingest")
+    app.kb.ingest(request, &Default::default(), None).await.expect("ingest")
 }

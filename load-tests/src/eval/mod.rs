@@ -524,7 +524,7 @@ async fn start_server(args: &EvalArgs, corpus: &Corpus, data: PathBuf) -> anyhow
             filename: m.file.replace(".txt", ".pdf"),
             bytes: corpus::pdf(&m.pages),
         };
-        app.kb.ingest(req, None).await.with_context(|| format!("ingesting {}", m.file))?;
+        app.kb.ingest(req, &Default::default(), None).await.with_context(|| format!("ingesting {}", m.file))?;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
