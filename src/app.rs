@@ -62,6 +62,8 @@ impl App {
         if interrupted > 0 {
             tracing::warn!(jobs = interrupted, "interrupted ingest jobs marked failed");
         }
+        // Uploads a crash cut off mid-transfer: nobody will finish them.
+        let _ = std::fs::remove_dir_all(config.data.dir.join(crate::http::manuals::SPOOL_DIR));
         let w = &config.workers;
         let vad = VadService::spawn(&config.model_paths(), w.onnx_threads, w.queue_depth.max(1024), w.vad)?;
         let pipelines = Pipelines::load(&config)?;

@@ -11,7 +11,7 @@ use fieldvox::auth::{Role, TokenKeys};
 use fieldvox::client::{AskOptions, Question};
 use fieldvox::config::Config;
 use fieldvox::rag::KnowledgeBase;
-use fieldvox::rag::ingest::IngestRequest;
+use fieldvox::rag::ingest::NewManual;
 use fieldvox::store::Job;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
@@ -278,8 +278,8 @@ async fn ingest(
     let kb = tokio::task::spawn_blocking(move || KnowledgeBase::open_embedded(&config)).await??;
     let bar = job_bar(&filename);
     let progress = |job: &Job| show_job(&bar, job);
-    let req = IngestRequest { tenant, equipment, title, filename, bytes };
-    let manual = kb.ingest(req, &limits, Some(&progress)).await?;
+    let new = NewManual { tenant, equipment, title, filename, uploaded_by: "fieldvox ingest".into() };
+    let manual = kb.ingest(new, bytes, &limits, Some(&progress)).await?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&manual)?);
     Ok(())

@@ -81,11 +81,6 @@ impl DocumentKind {
         });
         Ok(if markdown { DocumentKind::Markdown } else { DocumentKind::Text })
     }
-
-    /// The type of a manual: from its bytes (the name is not trusted).
-    pub fn detect(_filename: &str, bytes: &[u8]) -> Result<Self, DocumentError> {
-        Self::sniff(bytes)
-    }
 }
 
 /// Extracts the text of every page, refusing documents over `max_pages`; blocking (PDF
@@ -297,7 +292,7 @@ pub(crate) mod tests {
     #[test]
     fn pdf_pages_keep_their_numbers() {
         let pdf = make_pdf(&["Safety notes", "", "Head bolts: 38 N m, part GK-4471-B"]);
-        let pages = extract(DocumentKind::detect("m.pdf", &pdf).unwrap(), &pdf).unwrap();
+        let pages = extract(DocumentKind::sniff(&pdf).unwrap(), &pdf).unwrap();
         assert_eq!(pages.len(), 2, "{pages:?}");
         assert_eq!(pages[0].number, 1);
         assert_eq!(pages[1].number, 3);
@@ -307,8 +302,9 @@ pub(crate) mod tests {
     #[test]
     fn the_type_comes_from_the_bytes_not_the_name() {
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
-        assert_eq!(DocumentKind::detect("manual.pdf", png), Err(DocumentError::UnsupportedType("PNG image".into())));
-        assert_eq!(DocumentKind::detect("manual.txt", &make_pdf(&["x"])), Ok(DocumentKind::Pdf));
+        // No name is even asked for: a PNG renamed `.pdf` is an image, a PDF named `.txt` a PDF.
+        assert_eq!(DocumentKind::sniff(png), Err(DocumentError::UnsupportedType("PNG image".into())));
+        assert_eq!(DocumentKind::sniff(&make_pdf(&["x"])), Ok(DocumentKind::Pdf));
         assert_eq!(DocumentKind::sniff(b"# Compressor\n\nText."), Ok(DocumentKind::Markdown));
         assert_eq!(DocumentKind::sniff(b"| a | b |\n| 1 | 2 |"), Ok(DocumentKind::Markdown));
         assert_eq!(DocumentKind::sniff(b"\n  <!DOCTYPE html><p>x"), Ok(DocumentKind::Html));

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use clap::Parser;
 use fieldvox::app::App;
 use fieldvox::config::Config;
-use fieldvox::rag::ingest::IngestRequest;
+use fieldvox::rag::ingest::NewManual;
 use fieldvox_load::reference::{ReferenceArgs, serve};
 use fieldvox_load::{Args, run};
 
@@ -64,14 +64,14 @@ fn server() -> SocketAddr {
                 // abandon scenario's own company, whose question embedding no other
                 // scenario has cached (its leavers must reach the inference pool).
                 for tenant in ["acme", "globex", "initech"] {
-                    let req = IngestRequest {
+                    let req = NewManual {
                         tenant: tenant.into(),
                         equipment: "RTU-40".into(),
                         title: Some("RTU-40 Service Manual".into()),
                         filename: "rtu40.txt".into(),
-                        bytes: manual.clone(),
+                        uploaded_by: "test".into(),
                     };
-                    app.kb.ingest(req, &Default::default(), None).await.expect("ingest");
+                    app.kb.ingest(req, manual.clone(), &Default::default(), None).await.expect("ingest");
                 }
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 tx.send(listener.local_addr().expect("addr")).expect("send");

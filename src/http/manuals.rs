@@ -40,6 +40,8 @@ const MAX_TITLE_CHARS: usize = 200;
 /// Manuals per listing page: default and most.
 const PAGE_DEFAULT: usize = 50;
 const PAGE_MAX: usize = 200;
+/// Under `data.dir`: uploads being received (removed when answered, and at start).
+pub const SPOOL_DIR: &str = "uploads";
 /// How often a watcher of a job run by another process reads its state.
 const JOB_POLL: Duration = Duration::from_millis(500);
 
@@ -159,7 +161,7 @@ pub async fn upload(
     let claims = caller(&app, &headers, Action::ManageManuals).await?;
     let mut multipart = multipart.map_err(multipart_error)?;
     let limits = app.config.ingest.clone();
-    let uploads = app.config.data.dir.join("uploads");
+    let uploads = app.config.data.dir.join(SPOOL_DIR);
     let (mut file, mut equipment, mut title) = (None, None, None);
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name() {
@@ -174,10 +176,7 @@ pub async fn upload(
         .filter(|e| !e.is_empty())
         .ok_or_else(|| AppError::BadRequest("the form has no `equipment` field".into()))?;
     let bytes = tokio::fs::read(&file.path).await?;
-    let checked = tokio::task::spawn_blocking(move || inspect(&bytes, &limits).map(|_| bytes))
-        .await
-        .map_err(|e| AppError::BadRequest(format!("inspection stopped: {e}")))?;
-    let bytes = checked.map_err(|e| {
+    let document = inspect(bytes, &limits).await.map_err(|e| {
         tracing::info!(tenant = %claims.tenant, file = %file.filename, error = %e, "upload refused");
         AppError::from(e)
     })?;
@@ -198,7 +197,7 @@ pub async fn upload(
             tokio::spawn(async move {
                 let board = app.jobs.clone();
                 let progress = move |job: &Job| board.update(job);
-                let _ = app.kb.run_job(manual, job, bytes, &app.config.ingest, Some(&progress)).await;
+                let _ = app.kb.run_job(manual, job, document, &app.config.ingest, Some(&progress)).await;
             });
             Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
         }
@@ -227,6 +226,39 @@ pub async fn job(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path
     Ok(Json(find_job(&app, &claims.tenant, parse_id(&id, "job")?).await?))
 }
 
+/// The job once it differs from `last`: from this process's board while it runs here,
+/// else (it finished, or runs in another process) from the store, polled.
+async fn next_change(
+    app: &App,
+    tenant: &str,
+    last: &Job,
+    watch: &mut Option<tokio::sync::watch::Receiver<Job>>,
+) -> Option<Job> {
+    loop {
+        let seen = match watch.as_mut() {
+            Some(rx) => match rx.changed().await {
+                Ok(()) => Some(rx.borrow_and_update().clone()),
+                // The job left the board: it has finished; the store has its end.
+                Err(_) => {
+                    *watch = None;
+                    None
+                }
+            },
+            None => {
+                tokio::time::sleep(JOB_POLL).await;
+                None
+            }
+        };
+        let job = match seen {
+            Some(job) => job,
+            None => app.kb.store.job(tenant, last.id).await.ok().flatten()?,
+        };
+        if &job != last {
+            return Some(job);
+        }
+    }
+}
+
 fn job_event(job: &Job) -> Event {
     let name = if job.state.is_final() { job.state.as_str() } else { "progress" };
     Event::default().event(name).json_data(job).unwrap_or_else(|_| Event::default().event(name))
@@ -252,44 +284,14 @@ pub async fn job_events(
     let first = find_job(&app, &claims.tenant, id).await?;
     let watch = app.jobs.watch(&claims.tenant, id);
     let tenant = claims.tenant;
-    // (last job sent, the board's channel while the job runs here); None once final.
-    let state = Some((None::<Job>, watch, first));
-    let stream = futures_util::stream::unfold(state, move |state| {
+    // The job to send next; after a final state, the stream ends.
+    let stream = futures_util::stream::unfold((Some(first), watch), move |(next, mut watch)| {
         let (app, tenant) = (app.clone(), tenant.clone());
         async move {
-            let (last, mut watch, mut job) = state?;
-            if let Some(last) = &last {
-                if last.state.is_final() {
-                    return None;
-                }
-                loop {
-                    let next = match watch.as_mut() {
-                        Some(rx) => match rx.changed().await {
-                            Ok(()) => Some(rx.borrow_and_update().clone()),
-                            Err(_) => {
-                                // The job left the board: it has finished; the store has its end.
-                                watch = None;
-                                None
-                            }
-                        },
-                        None => {
-                            tokio::time::sleep(JOB_POLL).await;
-                            None
-                        }
-                    };
-                    job = match next {
-                        Some(job) => job,
-                        None => match app.kb.store.job(&tenant, last.id).await {
-                            Ok(Some(job)) => job,
-                            _ => return None,
-                        },
-                    };
-                    if &job != last {
-                        break;
-                    }
-                }
-            }
-            Some((Ok(job_event(&job)), Some((Some(job.clone()), watch, job))))
+            let job = next?;
+            let following =
+                if job.state.is_final() { None } else { next_change(&app, &tenant, &job, &mut watch).await };
+            Some((Ok(job_event(&job)), (following, watch)))
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -38,7 +38,7 @@ impl Default for IngestLimits {
     }
 }
 
-/// Who uploads what, for which equipment.
+/// Who uploads which manual, for which equipment.
 #[derive(Debug, Clone)]
 pub struct NewManual {
     pub tenant: String,
@@ -48,16 +48,6 @@ pub struct NewManual {
     pub title: Option<String>,
     pub filename: String,
     pub uploaded_by: String,
-}
-
-/// A whole manual in memory (the CLI's offline ingest and tests).
-#[derive(Debug, Clone)]
-pub struct IngestRequest {
-    pub tenant: String,
-    pub equipment: String,
-    pub title: Option<String>,
-    pub filename: String,
-    pub bytes: Vec<u8>,
 }
 
 /// Called with the job after each step and each embedded batch.
@@ -70,20 +60,33 @@ pub enum Accepted {
     Duplicate(Manual),
 }
 
-/// The checks made before an upload is accepted (blocking: a PDF's structure is parsed):
-/// its type from the bytes, and for a PDF that it opens and has no more pages than allowed.
-pub fn inspect(bytes: &[u8], limits: &IngestLimits) -> Result<DocumentKind, RagError> {
-    if bytes.is_empty() {
-        return Err(DocumentError::Empty.into());
-    }
-    if bytes.len() as u64 > limits.max_bytes {
-        return Err(RagError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes });
-    }
-    let kind = DocumentKind::sniff(bytes)?;
-    if kind == DocumentKind::Pdf {
-        fieldvox_formats::document::count_pdf_pages(bytes, limits.max_pages)?;
-    }
-    Ok(kind)
+/// A manual that passed the checks made before an upload is accepted, with its type.
+#[derive(Debug)]
+pub struct Inspected {
+    pub kind: DocumentKind,
+    pub bytes: Vec<u8>,
+}
+
+/// The checks made before an upload is accepted, on the blocking pool (a PDF's structure
+/// is parsed): its type from the bytes, its size, and for a PDF that it opens and has no
+/// more pages than allowed.
+pub async fn inspect(bytes: Vec<u8>, limits: &IngestLimits) -> Result<Inspected, RagError> {
+    let limits = limits.clone();
+    tokio::task::spawn_blocking(move || {
+        if bytes.is_empty() {
+            return Err(DocumentError::Empty.into());
+        }
+        if bytes.len() as u64 > limits.max_bytes {
+            return Err(RagError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes });
+        }
+        let kind = DocumentKind::sniff(&bytes)?;
+        if kind == DocumentKind::Pdf {
+            fieldvox_formats::document::count_pdf_pages(&bytes, limits.max_pages)?;
+        }
+        Ok(Inspected { kind, bytes })
+    })
+    .await
+    .map_err(|e| DocumentError::Invalid(format!("inspection stopped: {e}")))?
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -130,11 +133,11 @@ impl KnowledgeBase {
         &self,
         mut manual: Manual,
         mut job: Job,
-        bytes: Vec<u8>,
+        document: Inspected,
         limits: &IngestLimits,
         progress: Option<Progress<'_>>,
     ) -> Result<Manual, RagError> {
-        match self.ingest_steps(&mut manual, &mut job, bytes, limits, progress).await {
+        match self.ingest_steps(&mut manual, &mut job, document, limits, progress).await {
             Ok(()) => Ok(manual),
             Err(e) => {
                 tracing::warn!(tenant = %manual.tenant, manual = %manual.id, job = %job.id, error = %e, "ingest failed");
@@ -152,19 +155,16 @@ impl KnowledgeBase {
         &self,
         manual: &mut Manual,
         job: &mut Job,
-        bytes: Vec<u8>,
+        document: Inspected,
         limits: &IngestLimits,
         progress: Option<Progress<'_>>,
     ) -> Result<(), RagError> {
         job.state = JobState::Extracting;
         self.report(job, progress).await;
         let max_pages = limits.max_pages;
-        let extracted = tokio::task::spawn_blocking(move || {
-            let kind = DocumentKind::sniff(&bytes)?;
-            extract_limited(kind, &bytes, max_pages)
-        })
-        .await
-        .map_err(|e| DocumentError::Invalid(format!("extraction stopped: {e}")))??;
+        let extracted = tokio::task::spawn_blocking(move || extract_limited(document.kind, &document.bytes, max_pages))
+            .await
+            .map_err(|e| DocumentError::Invalid(format!("extraction stopped: {e}")))??;
         let drafts = chunk_pages(&extracted.pages, CHUNK_CHARS);
         job.pages = extracted.page_count;
         job.chunks_total = drafts.len() as u32;
@@ -175,9 +175,8 @@ impl KnowledgeBase {
             blank_pages = extracted.blank_pages.len(), chunks = drafts.len(), "ingesting manual"
         );
 
-        for (n, batch) in drafts.chunks(super::embed::INGEST_BATCH).enumerate() {
-            let first = (n * super::embed::INGEST_BATCH) as u32;
-            self.add_batch(manual, batch, first).await?;
+        for batch in drafts.chunks(super::embed::INGEST_BATCH) {
+            self.add_batch(manual, batch, job.chunks_done).await?;
             job.chunks_done += batch.len() as u32;
             self.report(job, progress).await;
         }
@@ -281,24 +280,16 @@ impl KnowledgeBase {
     /// Ingests a whole manual in one call (offline CLI, tests): inspect, accept, run the job.
     pub async fn ingest(
         &self,
-        req: IngestRequest,
+        new: NewManual,
+        bytes: Vec<u8>,
         limits: &IngestLimits,
         progress: Option<Progress<'_>>,
     ) -> Result<Manual, RagError> {
-        let checks = limits.clone();
-        let bytes = tokio::task::spawn_blocking(move || inspect(&req.bytes, &checks).map(|_| req.bytes))
-            .await
-            .map_err(|e| DocumentError::Invalid(format!("inspection stopped: {e}")))??;
-        let new = NewManual {
-            tenant: req.tenant,
-            equipment: req.equipment,
-            title: req.title,
-            filename: req.filename,
-            uploaded_by: "cli".into(),
-        };
-        match self.accept(new, bytes.len() as u64, sha256_hex(&bytes)).await? {
+        let document = inspect(bytes, limits).await?;
+        let (size, sha256) = (document.bytes.len() as u64, sha256_hex(&document.bytes));
+        match self.accept(new, size, sha256).await? {
             Accepted::Duplicate(manual) => Ok(manual),
-            Accepted::Started { manual, job } => self.run_job(manual, job, bytes, limits, progress).await,
+            Accepted::Started { manual, job } => self.run_job(manual, job, document, limits, progress).await,
         }
     }
 }

@@ -44,13 +44,4 @@ impl JobBoard {
         let tx = self.running.get(&id)?;
         (tx.borrow().tenant == tenant).then(|| tx.subscribe())
     }
-
-    /// Jobs running now.
-    pub fn len(&self) -> usize {
-        self.running.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
 }

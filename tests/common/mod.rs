@@ -10,7 +10,7 @@ use std::time::Duration;
 use fieldvox::app::App;
 use fieldvox::auth::{Role, TokenKeys};
 use fieldvox::config::Config;
-use fieldvox::rag::ingest::IngestRequest;
+use fieldvox::rag::ingest::NewManual;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -67,14 +67,14 @@ pub fn harness() -> &'static Harness {
                     tokio::task::spawn_blocking(move || App::build(config)).await.expect("join").expect("app builds");
                 let manual = ingest_rtu40(&app, TENANT_A).await;
                 let guide = std::fs::read(repo().join("tests/fixtures/wf12-operator-guide.txt")).expect("fixture");
-                let request = IngestRequest {
+                let request = NewManual {
                     tenant: TENANT_B.into(),
                     equipment: "WF-12".into(),
                     title: None,
                     filename: "wf12-operator-guide.txt".into(),
-                    bytes: guide,
+                    uploaded_by: "test".into(),
                 };
-                app.kb.ingest(request, &Default::default(), None).await.expect("ingest B");
+                app.kb.ingest(request, guide, &Default::default(), None).await.expect("ingest B");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let addr = listener.local_addr().expect("addr");
                 let keys = TokenKeys::new(app.config.auth.signing_secret());
@@ -291,12 +291,20 @@ pub async fn open_session(addr: SocketAddr, token: &str) -> Client {
 
 /// Ingests the RTU-40 service manual (the torque is on page 3) for `tenant`.
 pub async fn ingest_rtu40(app: &App, tenant: &str) -> fieldvox::store::Manual {
-    let request = IngestRequest {
+    let request = NewManual {
         tenant: tenant.into(),
         equipment: "RTU-40".into(),
         title: Some(MANUAL_TITLE.into()),
         filename: "rtu40-service-manual.txt".into(),
-        bytes: std::fs::read(repo().join("tests/fixtures/rtu40-service-manual.txt")).expect("fixture"),
+        uploaded_by: "test".into(),
     };
-    app.kb.ingest(request, &Default::default(), None).await.expect("ingest")
+    app.kb
+        .ingest(
+            request,
+            std::fs::read(repo().join("tests/fixtures/rtu40-service-manual.txt")).expect("fixture"),
+            &Default::default(),
+            None,
+        )
+        .await
+        .expect("ingest")
 }

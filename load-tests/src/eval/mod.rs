@@ -19,7 +19,7 @@ use clap::{Parser, ValueEnum};
 use fieldvox::app::App;
 use fieldvox::auth::{Role, TokenKeys};
 use fieldvox::config::Config;
-use fieldvox::rag::ingest::IngestRequest;
+use fieldvox::rag::ingest::NewManual;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -517,14 +517,17 @@ async fn start_server(args: &EvalArgs, corpus: &Corpus, data: PathBuf) -> anyhow
     config.auth.jwt_secret = Some(format!("eval-{}", uuid::Uuid::new_v4().simple()));
     let app = tokio::task::spawn_blocking(move || App::build(config)).await??;
     for m in &corpus.manuals {
-        let req = IngestRequest {
+        let req = NewManual {
             tenant: m.tenant.clone(),
             equipment: m.equipment.clone(),
             title: Some(m.title.clone()),
             filename: m.file.replace(".txt", ".pdf"),
-            bytes: corpus::pdf(&m.pages),
+            uploaded_by: "fieldvox-eval".into(),
         };
-        app.kb.ingest(req, &Default::default(), None).await.with_context(|| format!("ingesting {}", m.file))?;
+        app.kb
+            .ingest(req, corpus::pdf(&m.pages), &Default::default(), None)
+            .await
+            .with_context(|| format!("ingesting {}", m.file))?;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
