@@ -14,6 +14,8 @@
 # before/after comparison with the same load generator; build that commit with a target
 # directory of its own, as one shared by two checkouts can mix their sources' builds),
 # SERVER_LOG (a file to keep the server's log in; RUST_LOG sets its level, default warn),
+# INGEST_PAGES (set it to upload a generated manual of that many pages to tenant acme over
+# and over, a new version each time, for as long as the load runs: ingest under load),
 # FIELDVOX__… variables are passed to the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,4 +62,28 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "http://127.0.0.1:$port/readyz" > /dev/null || { cat "$data/server.log"; exit 1; }
 echo "server pid $server ready on port $port" >&2
+if [ -n "${INGEST_PAGES:-}" ]; then
+  # Admin uploads for the talking technicians' own company, a new version each time (the
+  # two files alternate; every publish also expires the technicians' cached retrievals).
+  # The files are made before the load starts: making them is not the server's work.
+  for v in 1 2; do
+    "$FIELDVOX_CACHE/venv/bin/python" tests/clients/make_manual_pdf.py "$data/ingest-$v.pdf" \
+      --pages "$INGEST_PAGES" --torque "$((40 + v))"
+  done
+  (
+    i=0
+    while true; do
+      i=$((i + 1))
+      if "$bin/fieldvox" manuals upload "$data/ingest-$((i % 2 + 1)).pdf" --equipment BX-7 \
+        --title "BX-7 Service Manual" --url "http://127.0.0.1:$port" --tenant acme --user load-admin \
+        > /dev/null 2>> "$data/ingest.log"; then
+        echo ok >> "$data/ingests.done"
+      fi
+    done
+  ) &
+  pids+=($!)
+fi
 "$bin/fieldvox-load" --url "ws://127.0.0.1:$port/v1/realtime" --server-pid "$server" "$@"
+if [ -n "${INGEST_PAGES:-}" ]; then
+  echo "ingests of the $INGEST_PAGES-page manual completed during the run: $(wc -l < "$data/ingests.done" 2>/dev/null || echo 0)"
+fi

@@ -20,7 +20,7 @@ pub struct Config {
     pub pipelines: PipelinesConfig,
     pub workers: WorkersConfig,
     /// What an uploaded manual may be.
-    pub ingest: crate::rag::ingest::IngestLimits,
+    pub ingest: crate::rag::ingest::IngestConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

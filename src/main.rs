@@ -274,12 +274,12 @@ async fn ingest(
 ) -> anyhow::Result<()> {
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let filename = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let limits = config.ingest.clone();
+    let settings = config.ingest.clone();
     let kb = tokio::task::spawn_blocking(move || KnowledgeBase::open_embedded(&config)).await??;
     let bar = job_bar(&filename);
     let progress = |job: &Job| show_job(&bar, job);
     let new = NewManual { tenant, equipment, title, filename, uploaded_by: "fieldvox ingest".into() };
-    let manual = kb.ingest(new, bytes, &limits, Some(&progress)).await?;
+    let manual = kb.ingest(new, bytes, &settings, Some(&progress)).await?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&manual)?);
     Ok(())

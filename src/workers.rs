@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -37,6 +38,32 @@ pub enum Priority {
 
 /// Background jobs waiting at most, per pool.
 pub const BACKGROUND_DEPTH: usize = 2;
+
+/// Live jobs queued or running in every pool of the process. The pools share the cores,
+/// so bulk work outside them (an ingest's extraction, its writes, its next batch) waits
+/// for a moment when this is 0.
+static LIVE_JOBS: AtomicUsize = AtomicUsize::new(0);
+
+/// Live jobs in flight in this process now.
+pub fn live_jobs() -> usize {
+    LIVE_JOBS.load(Ordering::Relaxed)
+}
+
+/// Counts one live job from its submission to its caller's end of waiting.
+struct LiveJob;
+
+impl LiveJob {
+    fn enter() -> Self {
+        LIVE_JOBS.fetch_add(1, Ordering::Relaxed);
+        LiveJob
+    }
+}
+
+impl Drop for LiveJob {
+    fn drop(&mut self) {
+        LIVE_JOBS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 struct Lanes<M> {
     live: VecDeque<Job<M>>,
@@ -137,6 +164,7 @@ impl<M: 'static> WorkerPool<M> {
         R: Send + 'static,
         F: FnOnce(&mut M) -> R + Send + 'static,
     {
+        let _live = (priority == Priority::Live).then(LiveJob::enter);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut job: Option<Job<M>> = Some(Box::new(move |model| {
             if tx.is_closed() {

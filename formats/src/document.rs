@@ -86,8 +86,19 @@ impl DocumentKind {
 /// Extracts the text of every page, refusing documents over `max_pages`; blocking (PDF
 /// parsing can take a while).
 pub fn extract_limited(kind: DocumentKind, bytes: &[u8], max_pages: u32) -> Result<Extracted, DocumentError> {
+    extract_paced(kind, bytes, max_pages, &mut || {})
+}
+
+/// [`extract_limited`], calling `pace` before each PDF page is read: a caller sharing the
+/// cores with more urgent work can wait there.
+pub fn extract_paced(
+    kind: DocumentKind,
+    bytes: &[u8],
+    max_pages: u32,
+    pace: &mut dyn FnMut(),
+) -> Result<Extracted, DocumentError> {
     let raw: Vec<String> = match kind {
-        DocumentKind::Pdf => extract_pdf(bytes, max_pages)?,
+        DocumentKind::Pdf => extract_pdf(bytes, max_pages, pace)?,
         DocumentKind::Text | DocumentKind::Markdown | DocumentKind::Html => {
             let text =
                 std::str::from_utf8(bytes).map_err(|e| DocumentError::Invalid(format!("not UTF-8 text: {e}")))?;
@@ -157,11 +168,15 @@ fn with_pdf<T>(
     }
 }
 
-fn extract_pdf(bytes: &[u8], max_pages: u32) -> Result<Vec<String>, DocumentError> {
+fn extract_pdf(bytes: &[u8], max_pages: u32, pace: &mut dyn FnMut()) -> Result<Vec<String>, DocumentError> {
+    let mut pace = std::panic::AssertUnwindSafe(pace);
     // Parsed once: checked, counted, then read page by page.
-    with_pdf(bytes, max_pages, |doc, count| {
+    with_pdf(bytes, max_pages, move |doc, count| {
+        // The whole wrapper, not its field, must move in to count as unwind safe.
+        let pace = &mut pace;
         Ok((1..=count)
             .map(|page| {
+                (pace.0)();
                 let mut text = String::new();
                 // A page the extractor cannot read counts as one without text (reported).
                 match pdf_extract::output_doc_page(doc, &mut pdf_extract::PlainTextOutput::new(&mut text), page) {

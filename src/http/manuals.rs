@@ -195,8 +195,7 @@ pub async fn upload(
             app.jobs.start(&job);
             let app = app.clone();
             tokio::spawn(async move {
-                let board = app.jobs.clone();
-                let progress = move |job: &Job| board.update(job);
+                let progress = |job: &Job| app.jobs.update(job);
                 let _ = app.kb.run_job(manual, job, document, &app.config.ingest, Some(&progress)).await;
             });
             Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())

@@ -7,17 +7,20 @@
 //! removes what it wrote; one cut short by a crash is failed and cleaned at the next start
 //! ([`KnowledgeBase::recover`]).
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::chunk::{ChunkDraft, chunk_pages};
-use super::extract::{DocumentError, DocumentKind, extract_limited};
+use super::extract::{DocumentError, DocumentKind, extract_paced};
 use super::{KnowledgeBase, RagError};
 use crate::auth::now_secs;
 use crate::error::ErrorCode;
 use crate::store::{Chunk, Job, JobState, Manual};
 use crate::vector::ChunkPoint;
+use crate::workers::live_jobs;
 
 /// Upper bound on a chunk's characters: about 120 words, a paragraph or two.
 pub const CHUNK_CHARS: usize = 700;
@@ -25,14 +28,14 @@ pub const CHUNK_CHARS: usize = 700;
 /// What an upload may be (`[ingest]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct IngestLimits {
+pub struct IngestConfig {
     /// Largest file accepted, in bytes; an upload is cut off (413) at this size.
     pub max_bytes: u64,
     /// Most pages a document may have (413 beyond).
     pub max_pages: u32,
 }
 
-impl Default for IngestLimits {
+impl Default for IngestConfig {
     fn default() -> Self {
         Self { max_bytes: 64 * 1024 * 1024, max_pages: 2_000 }
     }
@@ -53,6 +56,18 @@ pub struct NewManual {
 /// Called with the job after each step and each embedded batch.
 pub type Progress<'a> = &'a (dyn Fn(&Job) + Send + Sync);
 
+/// Longest an ingest step (a page read, a batch embedded) waits for a moment when no live
+/// work is in flight: under constant live load an ingest still moves, a step a second.
+const MAX_DEFER: Duration = Duration::from_secs(1);
+/// How often a waiting step looks again.
+const LIVE_POLL: Duration = Duration::from_millis(10);
+
+/// Whether an ingest step deferred since `deferred` should go on waiting: live work (a
+/// transcription, a synthesis, a query) is in flight and it has not waited too long.
+fn live_first(deferred: Instant) -> bool {
+    live_jobs() > 0 && deferred.elapsed() < MAX_DEFER
+}
+
 /// What an upload turned into: a job started, or the identical manual already there.
 #[derive(Debug, Clone)]
 pub enum Accepted {
@@ -70,8 +85,8 @@ pub struct Inspected {
 /// The checks made before an upload is accepted, on the blocking pool (a PDF's structure
 /// is parsed): its type from the bytes, its size, and for a PDF that it opens and has no
 /// more pages than allowed.
-pub async fn inspect(bytes: Vec<u8>, limits: &IngestLimits) -> Result<Inspected, RagError> {
-    let limits = limits.clone();
+pub async fn inspect(bytes: Vec<u8>, config: &IngestConfig) -> Result<Inspected, RagError> {
+    let limits = config.clone();
     tokio::task::spawn_blocking(move || {
         if bytes.is_empty() {
             return Err(DocumentError::Empty.into());
@@ -134,10 +149,10 @@ impl KnowledgeBase {
         mut manual: Manual,
         mut job: Job,
         document: Inspected,
-        limits: &IngestLimits,
+        config: &IngestConfig,
         progress: Option<Progress<'_>>,
     ) -> Result<Manual, RagError> {
-        match self.ingest_steps(&mut manual, &mut job, document, limits, progress).await {
+        match self.ingest_steps(&mut manual, &mut job, document, config, progress).await {
             Ok(()) => Ok(manual),
             Err(e) => {
                 tracing::warn!(tenant = %manual.tenant, manual = %manual.id, job = %job.id, error = %e, "ingest failed");
@@ -156,15 +171,22 @@ impl KnowledgeBase {
         manual: &mut Manual,
         job: &mut Job,
         document: Inspected,
-        limits: &IngestLimits,
+        config: &IngestConfig,
         progress: Option<Progress<'_>>,
     ) -> Result<(), RagError> {
         job.state = JobState::Extracting;
         self.report(job, progress).await;
-        let max_pages = limits.max_pages;
-        let extracted = tokio::task::spawn_blocking(move || extract_limited(document.kind, &document.bytes, max_pages))
-            .await
-            .map_err(|e| DocumentError::Invalid(format!("extraction stopped: {e}")))??;
+        let max_pages = config.max_pages;
+        let extracted = tokio::task::spawn_blocking(move || {
+            extract_paced(document.kind, &document.bytes, max_pages, &mut || {
+                let deferred = Instant::now();
+                while live_first(deferred) {
+                    std::thread::sleep(LIVE_POLL);
+                }
+            })
+        })
+        .await
+        .map_err(|e| DocumentError::Invalid(format!("extraction stopped: {e}")))??;
         let drafts = chunk_pages(&extracted.pages, CHUNK_CHARS);
         job.pages = extracted.page_count;
         job.chunks_total = drafts.len() as u32;
@@ -176,6 +198,12 @@ impl KnowledgeBase {
         );
 
         for batch in drafts.chunks(super::embed::INGEST_BATCH) {
+            // A batch takes the cores from speech recognition and synthesis too, not only
+            // the embedding worker from queries: it starts between live jobs.
+            let deferred = Instant::now();
+            while live_first(deferred) {
+                tokio::time::sleep(LIVE_POLL).await;
+            }
             self.add_batch(manual, batch, job.chunks_done).await?;
             job.chunks_done += batch.len() as u32;
             self.report(job, progress).await;
@@ -282,14 +310,14 @@ impl KnowledgeBase {
         &self,
         new: NewManual,
         bytes: Vec<u8>,
-        limits: &IngestLimits,
+        config: &IngestConfig,
         progress: Option<Progress<'_>>,
     ) -> Result<Manual, RagError> {
-        let document = inspect(bytes, limits).await?;
+        let document = inspect(bytes, config).await?;
         let (size, sha256) = (document.bytes.len() as u64, sha256_hex(&document.bytes));
         match self.accept(new, size, sha256).await? {
             Accepted::Duplicate(manual) => Ok(manual),
-            Accepted::Started { manual, job } => self.run_job(manual, job, document, limits, progress).await,
+            Accepted::Started { manual, job } => self.run_job(manual, job, document, config, progress).await,
         }
     }
 }
