@@ -245,6 +245,8 @@ async fn bad_uploads_are_refused_with_their_code_and_leave_nothing() {
     assert_eq!(status, 202, "{accepted}");
     let (manual, job) = (accepted["manual_id"].as_str().unwrap(), accepted["job_id"].as_str().unwrap());
     api.follow(&admin, job).await;
+    let (status, seen) = api.get(&format!("/v1/jobs/{job}"), &api.token("acme", Role::Technician)).await;
+    assert_eq!((status, seen["state"].as_str()), (200, Some("done")), "a read: technicians may follow it too");
     let other = api.token("globex", Role::Admin);
     for path in [
         format!("/v1/manuals/{manual}"),

@@ -221,7 +221,7 @@ async fn find_job(app: &App, tenant: &str, id: Uuid) -> Api<Job> {
     security(("bearer" = []))
 )]
 pub async fn job(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Api<Json<Job>> {
-    let claims = caller(&app, &headers, Action::ManageManuals).await?;
+    let claims = caller(&app, &headers, Action::ReadManuals).await?;
     Ok(Json(find_job(&app, &claims.tenant, parse_id(&id, "job")?).await?))
 }
 
@@ -278,7 +278,7 @@ pub async fn job_events(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Api<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let claims = caller(&app, &headers, Action::ManageManuals).await?;
+    let claims = caller(&app, &headers, Action::ReadManuals).await?;
     let id = parse_id(&id, "job")?;
     let first = find_job(&app, &claims.tenant, id).await?;
     let watch = app.jobs.watch(&claims.tenant, id);
