@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # espeak-ng: phonemes for Piper and test speech; flite: a second voice for the answer-quality
 # benchmark; curl: load-tests/run.sh readiness probe; chromium: the talk page's browser test;
-# openssl: signing keys for the identity-provider test.
-packages=(curl espeak-ng flite chromium openssl)
+# openssl: signing keys for the identity-provider test; redis-server: the shared cache and
+# session store of the backends tests (tests/backends.rs).
+packages=(curl espeak-ng flite chromium openssl redis-server)
 # `--llama-cpp`: also what compiling llama.cpp needs, for builds with `--features llama-cpp`
 # (the local LLM's llama.cpp engine and its benchmark, fieldvox-llm-bench).
 [ "${1:-}" = "--llama-cpp" ] && packages+=(cmake libclang-dev)
@@ -30,13 +31,16 @@ python3 models/fetch.py --dir "$FIELDVOX_MODELS_DIR"
 
 # Test clients, next to the models and outside the clone: the official OpenAI Python
 # package (tests/openai_sdk.rs), fpdf2 to write real PDF manuals and an OpenAPI 3.1
-# validator (tests/manuals.rs), and Playwright's driver for Chromium (tests/talk_page.rs).
+# validator (tests/manuals.rs), nx-27017, a MongoDB wire-protocol server over SQLite
+# (tests/backends.rs; production needs real MongoDB), and Playwright's driver for
+# Chromium (tests/talk_page.rs).
 cache="${FIELDVOX_CACHE:-$HOME/.cache/fieldvox}"
-if ! "$cache/venv/bin/python" -c 'import openai, websockets, fpdf, openapi_spec_validator' 2>/dev/null; then
+if ! "$cache/venv/bin/python" -c 'import openai, websockets, fpdf, openapi_spec_validator' 2>/dev/null \
+  || [ ! -x "$cache/venv/bin/nx-27017" ]; then
   echo "setup: installing the Python test clients into $cache/venv"
   python3 -m venv "$cache/venv"
   "$cache/venv/bin/pip" install --quiet --disable-pip-version-check 'openai[realtime]==3.57.0' \
-    'fpdf2==2.8.9' 'openapi-spec-validator==0.9.0'
+    'fpdf2==2.8.9' 'openapi-spec-validator==0.9.0' 'nx-27017==0.8.1'
 fi
 if [ ! -e "$cache/node/node_modules/playwright-core/package.json" ]; then
   echo "setup: installing playwright-core into $cache/node"

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::backends::{Backends, MetadataBackend, SessionBackend};
 use crate::cache::Cache;
-use crate::cache::memory::MemoryCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipelines;
@@ -13,18 +13,15 @@ use crate::rag::embed::Embedder;
 use crate::rag::jobs::JobBoard;
 use crate::session::SessionManager;
 use crate::session::resume::Resumer;
-use crate::store::sqlite::SqliteStore;
-use crate::vector::edge::EdgeIndex;
 use crate::voice::vad::VadService;
-
-/// Entries the in-process cache holds before it stops admitting new ones.
-const CACHE_ENTRIES: usize = 100_000;
 
 pub struct App {
     pub config: Config,
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub kb: KnowledgeBase,
+    /// The stores behind the knowledge base, the cache and parked sessions.
+    pub backends: Backends,
     /// Manual ingests running in this process.
     pub jobs: JobBoard,
     pub vad: VadService,
@@ -34,17 +31,12 @@ pub struct App {
 }
 
 impl KnowledgeBase {
-    /// The embedded knowledge base under `data.dir`: SQLite metadata, qdrant-edge vectors,
-    /// in-process cache, and the embedding model.
-    pub fn open_embedded(config: &Config) -> anyhow::Result<Self> {
-        let dir = &config.data.dir;
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
-        let store = SqliteStore::open(&dir.join("fieldvox.sqlite"))?;
-        let index = EdgeIndex::open(&dir.join("vectors"))?;
-        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(CACHE_ENTRIES));
+    /// The knowledge base over the configured backends, with the embedding model.
+    pub fn open(config: &Config, backends: &Backends) -> anyhow::Result<Self> {
+        let cache: Arc<dyn Cache> = backends.cache.clone();
         let w = &config.workers;
         let embedder = Embedder::spawn(&config.model_paths(), w.embed, w.onnx_threads, w.queue_depth, cache.clone())?;
-        Ok(Self::new(Arc::new(store), Arc::new(index), embedder, cache))
+        Ok(Self::new(backends.store.clone(), backends.index.clone(), embedder, cache))
     }
 }
 
@@ -54,11 +46,31 @@ impl App {
         // Before the models: a server that could not check tokens must not start at all.
         let auth = Authenticator::from_config(&config.auth)?;
         let metrics = Metrics::new();
-        let kb = KnowledgeBase::open_embedded(&config)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| anyhow::anyhow!("App::build runs on the runtime's blocking pool: {e}"))?;
+        let backends = runtime.block_on(Backends::open(&config.backends, &config.data.dir))?;
+        Self::build_with(config, auth, metrics, backends)
+    }
+
+    /// Builds on backends already open (tests share one vector index between two
+    /// instances this way, where no Qdrant server can run).
+    pub fn build_on(config: Config, backends: Backends) -> anyhow::Result<Arc<Self>> {
+        let auth = Authenticator::from_config(&config.auth)?;
+        Self::build_with(config, auth, Metrics::new(), backends)
+    }
+
+    fn build_with(
+        config: Config,
+        auth: Authenticator,
+        metrics: Metrics,
+        backends: Backends,
+    ) -> anyhow::Result<Arc<Self>> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| anyhow::anyhow!("App::build runs on the runtime's blocking pool: {e}"))?;
+        let kb = KnowledgeBase::open(&config, &backends)?;
         // Ingests a crash or kill cut short: failed, and what they wrote removed.
-        let interrupted = tokio::runtime::Handle::try_current()
-            .map_err(|e| anyhow::anyhow!("App::build runs on the runtime's blocking pool: {e}"))?
-            .block_on(kb.recover())?;
+        let shared = backends.kinds.metadata == MetadataBackend::Mongodb;
+        let interrupted = runtime.block_on(kb.recover(shared))?;
         if interrupted > 0 {
             tracing::warn!(jobs = interrupted, "interrupted ingest jobs marked failed");
         }
@@ -70,7 +82,19 @@ impl App {
         let server = &config.server;
         let sessions = SessionManager::new(server.max_sessions, server.max_sessions_per_user, metrics.clone());
         let window = std::time::Duration::from_millis(server.resume_window_ms);
-        let resumer = Resumer::new(server.resume_secret.as_deref(), window);
-        Ok(Arc::new(Self { config, auth, metrics, kb, jobs: JobBoard::default(), vad, pipelines, sessions, resumer }))
+        let parking = backends.redis.clone().filter(|_| backends.kinds.sessions == SessionBackend::Redis);
+        let resumer = Resumer::new(server.resume_secret.as_deref(), window, parking);
+        Ok(Arc::new(Self {
+            config,
+            auth,
+            metrics,
+            kb,
+            backends,
+            jobs: JobBoard::default(),
+            vad,
+            pipelines,
+            sessions,
+            resumer,
+        }))
     }
 }

@@ -21,6 +21,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// What an uploaded manual may be.
     pub ingest: crate::rag::ingest::IngestConfig,
+    /// Where the knowledge base, the cache and parked sessions live.
+    pub backends: crate::backends::BackendsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ use crate::models::ModelError;
 use crate::pipeline::providers::StageError;
 use crate::rag::{DocumentError, RagError};
 use crate::session::resume::ResumeError;
+use crate::vector::VectorError;
 use crate::workers::PoolError;
 
 impl From<&PoolError> for ErrorCode {
@@ -34,7 +35,8 @@ impl RagError {
             RagError::Document(DocumentError::TooManyPages { .. }) => ErrorCode::TooManyPages,
             RagError::Document(DocumentError::Invalid(_)) => ErrorCode::InvalidDocument,
             RagError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
-            RagError::Store(_) | RagError::Vector(_) => ErrorCode::Internal,
+            RagError::Store(_) | RagError::Vector(VectorError::Unavailable(_)) => ErrorCode::StoreUnavailable,
+            RagError::Vector(VectorError::Dimensions { .. }) => ErrorCode::Internal,
             RagError::Model(_) => ErrorCode::ModelUnavailable,
             RagError::Pool(e) => e.into(),
         }
@@ -122,7 +124,8 @@ impl AppError {
             | ErrorCode::Draining
             | ErrorCode::Overloaded
             | ErrorCode::ModelUnavailable
-            | ErrorCode::IdentityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::IdentityUnavailable
+            | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::UserSessionLimit => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InvalidJson

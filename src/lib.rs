@@ -3,6 +3,7 @@
 pub mod app;
 pub mod audio;
 pub mod auth;
+pub mod backends;
 pub mod cache;
 pub mod client;
 pub mod config;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use fieldvox::app::App;
 use fieldvox::auth::{Role, TokenKeys};
+use fieldvox::backends::Backends;
 use fieldvox::client::{AskOptions, Question};
 use fieldvox::config::Config;
 use fieldvox::rag::KnowledgeBase;
@@ -125,6 +126,14 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Copy an embedded knowledge base (manuals, chunks, vectors) and its turn records to
+    /// the backends this configuration names (`[backends]`: MongoDB, Qdrant), keeping
+    /// every id. Safe to run again; the source is only read.
+    Migrate {
+        /// The embedded data dir to copy from (its `fieldvox.sqlite` and `vectors/`).
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Speak text with the local Piper voice into a WAV file (to hear the voice, or to make test questions).
     Say {
         /// What to say.
@@ -220,6 +229,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Migrate { from } => runtime()?.block_on(migrate(config, from)),
         Command::Say { text, out } => {
             let mut voice = fieldvox::voice::tts::piper::PiperVoice::load(&config.model_paths(), 1)?;
             let samples = voice.synthesize(&text)?;
@@ -275,13 +285,41 @@ async fn ingest(
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let filename = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let settings = config.ingest.clone();
-    let kb = tokio::task::spawn_blocking(move || KnowledgeBase::open_embedded(&config)).await??;
+    let backends = Backends::open(&config.backends, &config.data.dir).await?;
+    let kb = tokio::task::spawn_blocking(move || KnowledgeBase::open(&config, &backends)).await??;
     let bar = job_bar(&filename);
     let progress = |job: &Job| show_job(&bar, job);
     let new = NewManual { tenant, equipment, title, filename, uploaded_by: "fieldvox ingest".into() };
     let manual = kb.ingest(new, bytes, &settings, Some(&progress)).await?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&manual)?);
+    Ok(())
+}
+
+async fn migrate(config: Config, from: PathBuf) -> anyhow::Result<()> {
+    use fieldvox::backends::{BackendsConfig, MetadataBackend, VectorBackend};
+    let target = &config.backends;
+    if target.metadata == MetadataBackend::Sqlite && target.vectors == VectorBackend::Edge {
+        anyhow::bail!(
+            "the configuration names the embedded backends as the target; set backends.metadata = \"mongodb\" \
+             (and backends.vectors = \"qdrant\") in the file given with --config"
+        );
+    }
+    if !from.join("fieldvox.sqlite").is_file() {
+        anyhow::bail!("{} holds no embedded knowledge base (no fieldvox.sqlite)", from.display());
+    }
+    let source = Backends::open(&BackendsConfig::default(), &from).await?;
+    let target = Backends::open(target, &config.data.dir).await?;
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let progress = |c: &fieldvox::backends::migrate::Copied| {
+        bar.set_message(format!("{} manuals, {} chunks, {} turns copied", c.manuals, c.chunks, c.turns));
+    };
+    let copied = fieldvox::backends::migrate::copy(&source, &target, &progress).await?;
+    bar.finish_and_clear();
+    println!("{}", serde_json::to_string_pretty(&copied)?);
     Ok(())
 }
 

@@ -12,7 +12,6 @@ use fieldvox::auth::{Role, TokenKeys};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const TORQUE_Q: &str = "What torque for the compressor head bolts on the RTU-40?";
 const FILTER_Q: &str = "How often do I replace the intake air filter on the RTU-40?";
@@ -449,26 +448,6 @@ async fn partial_transcripts_arrive_while_the_user_speaks() {
     assert!(partial.to_lowercase().contains("torque"), "{partial:?}");
 }
 
-/// Opens a session and returns it with its `session.created`.
-async fn open(addr: std::net::SocketAddr, token: &str, resume: Option<&str>) -> Result<(Client, Value), (u16, Value)> {
-    let query = resume.map(|t| format!("?resume={t}")).unwrap_or_default();
-    let mut req = format!("ws://{addr}/v1/realtime{query}").into_client_request().expect("request");
-    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => {
-            let mut c = Client { ws, audio: Vec::new() };
-            let created = c.next_event().await;
-            assert_eq!(created["type"], "session.created", "{created}");
-            Ok((c, created))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_ref().map(|b| serde_json::from_slice(b).unwrap_or(Value::Null));
-            Err((resp.status().as_u16(), body.unwrap_or(Value::Null)))
-        }
-        Err(e) => panic!("connect: {e}"),
-    }
-}
-
 #[tokio::test]
 async fn a_dropped_session_resumes_with_its_history_within_the_window_only() {
     let mut config = test_config(&temp_dir("resume"));
@@ -477,7 +456,7 @@ async fn a_dropped_session_resumes_with_its_history_within_the_window_only() {
     ingest_rtu40(&server.app, TENANT_A).await;
     let token = server.token(TENANT_A);
 
-    let (mut c, created) = open(server.addr, &token, None).await.expect("open");
+    let (mut c, created) = open_with(server.addr, &token, None).await.expect("open");
     let session_id = created["session"]["id"].clone();
     let resume_token = created["session"]["resume_token"].as_str().expect("resume token").to_string();
     configure(&mut c, "field-assistant").await;
@@ -493,14 +472,14 @@ async fn a_dropped_session_resumes_with_its_history_within_the_window_only() {
 
     // Another user cannot take it.
     let other = TokenKeys::new(server.app.config.auth.signing_secret()).mint("tech-2", TENANT_A, Role::Technician, 600);
-    let refused = open(server.addr, &other, Some(&resume_token)).await.err().expect("refused");
+    let refused = open_with(server.addr, &other, Some(&resume_token)).await.err().expect("refused");
     assert_eq!(refused.0, 403, "{refused:?}");
     assert_eq!(refused.1["error"], "invalid_resume_token");
 
     let mut resumed = None;
     for _ in 0..50 {
         // The server parks the session once it has seen the socket end.
-        match open(server.addr, &token, Some(&resume_token)).await {
+        match open_with(server.addr, &token, Some(&resume_token)).await {
             Ok(r) => {
                 resumed = Some(r);
                 break;
@@ -528,7 +507,7 @@ async fn a_dropped_session_resumes_with_its_history_within_the_window_only() {
     let resume_token = created["session"]["resume_token"].as_str().expect("resume token").to_string();
     drop(c);
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let late = open(server.addr, &token, Some(&resume_token)).await.err().expect("refused");
+    let late = open_with(server.addr, &token, Some(&resume_token)).await.err().expect("refused");
     assert_eq!(late.0, 410, "{late:?}");
     assert_eq!(late.1["error"], "resume_expired");
     let _ = server.stop.send(());

@@ -105,17 +105,6 @@ fn passages_text(results: &Value) -> String {
     results["passages"].as_array().unwrap().iter().map(|p| p["text"].as_str().unwrap()).collect::<Vec<_>>().join("\n")
 }
 
-async fn typed_turn(addr: std::net::SocketAddr, token: &str, question: &str) -> (String, Vec<Value>) {
-    let mut c = open_session(addr, token).await;
-    c.send_json(json!({"type": "conversation.item.create", "item": {"text": question}})).await;
-    let events = c.events_until("response.done").await;
-    let text = events.last().and_then(|e| e["text"].as_str()).unwrap_or_default().to_string();
-    let citations = of_type(&events, "response.citations")
-        .first()
-        .map_or(Vec::new(), |e| e["citations"].as_array().cloned().unwrap_or_default());
-    (text, citations)
-}
-
 #[tokio::test]
 async fn a_manual_uploaded_over_http_is_found_replaced_and_deleted() {
     let server = own_server(test_config(&temp_dir("manuals"))).await;
@@ -353,6 +342,8 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("/v1/jobs/{id}/events", "get"),
         ("/v1/equipment", "get"),
         ("/v1/search", "post"),
+        ("/v1/turns", "get"),
+        ("/v1/usage", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
     }

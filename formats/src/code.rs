@@ -38,6 +38,8 @@ pub enum ErrorCode {
     ModelUnavailable,
     /// The identity provider's keys cannot be fetched.
     IdentityUnavailable,
+    /// The knowledge base's metadata store or vector index does not answer.
+    StoreUnavailable,
     /// A resume token that is forged, malformed, or belongs to another user.
     InvalidResumeToken,
     /// The session is past its resume window (or was already resumed).
@@ -74,6 +76,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::ModelUnavailable => "model_unavailable",
             ErrorCode::IdentityUnavailable => "identity_unavailable",
+            ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::InvalidResumeToken => "invalid_resume_token",
             ErrorCode::ResumeExpired => "resume_expired",
             ErrorCode::Internal => "internal",
@@ -90,6 +93,7 @@ impl ErrorCode {
                 | ErrorCode::Overloaded
                 | ErrorCode::ModelUnavailable
                 | ErrorCode::IdentityUnavailable
+                | ErrorCode::StoreUnavailable
                 | ErrorCode::Internal
         )
     }

@@ -460,7 +460,7 @@ pub struct SessionLimits {
     pub max_utterance_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Citation {
     pub manual_id: String,
     pub title: String,
@@ -469,7 +469,8 @@ pub struct Citation {
 }
 
 /// Per-stage milliseconds of one turn; absent stages did not run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Timings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stt_ms: Option<f64>,

@@ -43,6 +43,8 @@ pub enum Action {
     ReadManuals,
     /// Upload and delete the tenant's manuals.
     ManageManuals,
+    /// Review the tenant's turns and usage (transcripts are the technicians' words).
+    ReviewTurns,
 }
 
 impl Role {
@@ -52,7 +54,7 @@ impl Role {
             (self, action),
             (Role::Technician | Role::Admin, Action::Talk | Action::ReadManuals)
                 | (Role::Ops | Role::Admin, Action::ReadGauges)
-                | (Role::Admin, Action::ManageManuals)
+                | (Role::Admin, Action::ManageManuals | Action::ReviewTurns)
         )
     }
 
@@ -284,6 +286,9 @@ mod tests {
             (Role::Admin, ManageManuals, true),
             (Role::Ops, ReadManuals, false),
             (Role::Ops, ManageManuals, false),
+            (Role::Admin, ReviewTurns, true),
+            (Role::Technician, ReviewTurns, false),
+            (Role::Ops, ReviewTurns, false),
         ];
         for (role, action, allowed) in table {
             assert_eq!(role.may(action), allowed, "{role:?} {action:?}");

@@ -1,7 +1,9 @@
 //! Byte caches for embeddings and retrieval results, with TTLs.
-//! In-process by default; Redis plugs in behind the same trait.
+//! In-process by default; with `backends.cache = "redis"` a shared Redis layer sits
+//! behind the in-process one (`tiered`).
 
 pub mod memory;
+pub mod tiered;
 
 use std::time::Duration;
 

@@ -45,7 +45,7 @@ pub const SPOOL_DIR: &str = "uploads";
 /// How often a watcher of a job run by another process reads its state.
 const JOB_POLL: Duration = Duration::from_millis(500);
 
-async fn caller(app: &App, headers: &HeaderMap, action: Action) -> Api<Claims> {
+pub(super) async fn caller(app: &App, headers: &HeaderMap, action: Action) -> Api<Claims> {
     authenticate(app, headers, &HashMap::new(), action).await.map_err(|e| {
         app.metrics.refused(&e);
         AppError::from(e)

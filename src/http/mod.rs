@@ -1,5 +1,5 @@
 //! HTTP surface: the talk page, health, readiness, metrics, the realtime WebSocket
-//! endpoint, the manuals API and its OpenAPI document.
+//! endpoint, the manuals API, turn review and usage, and the OpenAPI document.
 
 pub mod bearer;
 pub mod manuals;
@@ -8,6 +8,7 @@ pub mod ops;
 pub mod realtime;
 pub mod server;
 pub mod talk;
+pub mod turns;
 
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/jobs/{id}/events", get(manuals::job_events))
         .route("/v1/equipment", get(manuals::equipment))
         .route("/v1/search", post(manuals::search))
+        .route("/v1/turns", get(turns::list))
+        .route("/v1/usage", get(turns::usage))
         .route("/openapi.json", get(openapi::document))
         .with_state(app)
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::manuals;
+use super::{manuals, turns};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,12 +26,15 @@ use super::manuals;
         manuals::job_events,
         manuals::equipment,
         manuals::search,
+        turns::list,
+        turns::usage,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "manuals", description = "Admins upload and manage their company's manuals; technicians read them"),
         (name = "jobs", description = "Progress of an upload's ingest"),
         (name = "search", description = "The passages a voice turn would use, for text clients and debugging"),
+        (name = "turns", description = "Admins review their company's turns and usage"),
     )
 )]
 pub struct ApiDoc;

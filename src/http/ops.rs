@@ -19,13 +19,26 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: models loaded (the app exists only once they are) and not draining. Open
-/// to load balancers, so it says nothing more; the gauges are on `/metrics`.
+/// Readiness: models loaded (the app exists only once they are), not draining, and every
+/// backend a turn needs answering. Each backend is named with its state and round trip;
+/// one that only helps (Redis) being down makes it `degraded`, still ready. Open to load
+/// balancers: it names kinds, never addresses or data.
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let draining = app.sessions.is_draining();
-    let body = Json(json!({ "status": if draining { "draining" } else { "ready" } }));
-    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (status, body)
+    let backends = app.backends.health().await;
+    let down: Vec<&str> = backends.iter().filter(|b| !b.up).map(|b| b.role).collect();
+    let required_down = backends.iter().any(|b| !b.up && b.required);
+    let status = if draining {
+        "draining"
+    } else if required_down {
+        "unavailable"
+    } else if !down.is_empty() {
+        "degraded"
+    } else {
+        "ready"
+    };
+    let code = if draining || required_down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(json!({ "status": status, "down": down, "backends": backends })))
 }
 
 /// Prometheus gauges, for an ops (or admin) bearer token.

@@ -42,7 +42,10 @@ pub async fn upgrade(
     let resumed = match query.get("resume") {
         None => None,
         Some(token) => {
-            let taken = app.resumer.verify(token, &claims).and_then(|id| app.resumer.take(id));
+            let taken = match app.resumer.verify(token, &claims) {
+                Ok(id) => app.resumer.take(id).await,
+                Err(e) => Err(e),
+            };
             match taken {
                 Ok(state) => {
                     app.metrics.resume("resumed");
@@ -66,7 +69,7 @@ pub async fn upgrade(
         Ok(g) => g,
         Err(e) => {
             if let Some(state) = resumed {
-                app.resumer.park(state); // refused for now (full, draining): it may be retried
+                app.resumer.park(state).await; // refused for now (full, draining): it may be retried
             }
             app.metrics.error(e.code());
             return e.into_response();

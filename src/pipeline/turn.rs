@@ -29,6 +29,7 @@ use crate::session::playback::Playback;
 use crate::session::protocol::{
     Citation, ErrorBody, ItemInfo, ItemRole, ResponseStatus, ServerEvent, Timings, answer_item_id,
 };
+use crate::store::TurnEntry;
 use crate::voice::sentences::SentenceSplitter;
 use crate::workers::PoolError;
 
@@ -50,6 +51,8 @@ pub struct TurnRecord {
     pub question: Mutex<Option<(String, String)>>,
     /// Everything the answer has said so far.
     pub said: Mutex<String>,
+    /// The sources the answer cites, once known.
+    pub citations: Mutex<Vec<Citation>>,
     /// `response.created` was sent (so a `response.done` is owed).
     created: std::sync::atomic::AtomicBool,
 }
@@ -78,6 +81,11 @@ pub type SttTask = tokio::task::JoinHandle<Result<String, StageError>>;
 /// Everything a turn needs from its session.
 pub struct TurnContext {
     pub tenant: String,
+    /// Subject of the session's token, and the session: the turn is recorded under them.
+    pub user: String,
+    pub session: uuid::Uuid,
+    /// Seconds of speech the question was (0 for a typed one).
+    pub audio_in_secs: f64,
     pub equipment: Option<String>,
     pub pipeline: Arc<Pipeline>,
     pub kb: KnowledgeBase,
@@ -147,17 +155,58 @@ pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
     let outcome = respond(&ctx, &question, ended_at, &mut timings).await;
     timings.total_ms = ms_since(ended_at);
     let Outcome { status, text, error } = outcome;
-    ctx.metrics.turn_finished(match status {
-        ResponseStatus::Completed => "completed",
-        ResponseStatus::Cancelled => "cancelled",
-        ResponseStatus::Failed => "failed",
-    });
+    ctx.metrics.turn_finished(status_name(status));
     tracing::info!(
         %response_id, status = ?status, error = ?error.as_ref().map(|e| e.code.as_str()), stt_ms = ?timings.stt_ms,
         retrieval_ms = ?timings.retrieval_ms, llm_first_token_ms = ?timings.llm_first_token_ms,
         tts_first_audio_ms = ?timings.tts_first_audio_ms, voice_to_voice_ms = ?timings.voice_to_voice_ms, "turn done"
     );
+    let error_code = error.as_ref().map(|e| e.code.as_str().to_string());
+    record(&ctx, status, error_code, &question, &text, &timings);
     ctx.send(ServerEvent::ResponseDone { response_id, status, text, timings, error }).await;
+}
+
+/// Writes the turn to the metadata store for review and usage, off the turn's path: a
+/// store that is slow or down never delays the answer (it is logged instead).
+fn record(
+    ctx: &TurnContext,
+    status: ResponseStatus,
+    error: Option<String>,
+    transcript: &str,
+    answer: &str,
+    timings: &Timings,
+) {
+    let at = crate::auth::now_secs();
+    let entry = TurnEntry {
+        id: uuid::Uuid::new_v4(),
+        tenant: ctx.tenant.clone(),
+        user: ctx.user.clone(),
+        session: ctx.session,
+        at,
+        day: TurnEntry::day_of(at),
+        status: status_name(status).to_string(),
+        error,
+        transcript: transcript.to_string(),
+        answer: answer.to_string(),
+        citations: ctx.record.citations.lock().map(|c| c.clone()).unwrap_or_default(),
+        timings: timings.clone(),
+        audio_in_secs: ctx.audio_in_secs,
+        audio_out_secs: ctx.playback.sent_us() as f64 / 1e6,
+    };
+    let store = ctx.kb.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.record_turn(&entry).await {
+            tracing::warn!(error = %e, turn = %entry.id, "turn not recorded");
+        }
+    });
+}
+
+fn status_name(status: ResponseStatus) -> &'static str {
+    match status {
+        ResponseStatus::Completed => "completed",
+        ResponseStatus::Cancelled => "cancelled",
+        ResponseStatus::Failed => "failed",
+    }
 }
 
 /// How a response ended: exactly one per `response.created`.
@@ -202,7 +251,9 @@ async fn respond(ctx: &TurnContext, question: &str, ended_at: Instant, timings: 
         }
         Err(e) => {
             tracing::warn!(error = %e, "retrieval failed");
-            return Outcome::failed(String::new(), fail(ctx, e.code(), "searching the manuals failed").await);
+            let error = fail(ctx, e.code(), "searching the manuals failed").await;
+            let text = apologise(ctx, ended_at, timings).await;
+            return Outcome::failed(text, error);
         }
     };
     if let Some(best) = evidence.first() {
@@ -214,7 +265,10 @@ async fn respond(ctx: &TurnContext, question: &str, ended_at: Instant, timings: 
         .iter()
         .filter_map(|&i| passages.get(i))
         .map(|p| Citation { manual_id: p.manual_id.to_string(), title: p.title.clone(), page: p.page, score: p.score })
-        .collect();
+        .collect::<Vec<_>>();
+    if let Ok(mut recorded) = ctx.record.citations.lock() {
+        recorded.clone_from(&citations);
+    }
     ctx.send(ServerEvent::Citations { response_id: ctx.response_id.clone(), citations }).await;
     outcome
 }
@@ -328,8 +382,9 @@ async fn transcript(
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "transcription failed");
-            fail(ctx, e.code(), "speech recognition failed").await;
+            let error = fail(ctx, e.code(), "speech recognition failed").await;
             ctx.metrics.turn_finished("failed");
+            record(ctx, ResponseStatus::Failed, Some(error.code.as_str().to_string()), "", "", timings);
             return None;
         }
     };
@@ -411,18 +466,7 @@ async fn answer(
     let profile = &ctx.pipeline.profile;
     let llm_started = Instant::now();
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(16);
-    let speaker = tokio::spawn(speak(
-        SpeakContext {
-            tts: ctx.pipeline.tts.clone(),
-            out: ctx.out.clone(),
-            cancel: ctx.cancel.clone(),
-            audio_seq: ctx.audio_seq,
-            playback: ctx.playback.clone(),
-            output_rate: ctx.output_rate,
-            response_id: response_id.to_string(),
-        },
-        sentence_rx,
-    ));
+    let speaker = tokio::spawn(speak(SpeakContext::of(ctx), sentence_rx));
     let mut said = Said {
         ctx,
         response_id,
@@ -622,6 +666,46 @@ struct SpeakContext {
     playback: Arc<Playback>,
     output_rate: u32,
     response_id: String,
+}
+
+impl SpeakContext {
+    fn of(ctx: &TurnContext) -> Self {
+        Self {
+            tts: ctx.pipeline.tts.clone(),
+            out: ctx.out.clone(),
+            cancel: ctx.cancel.clone(),
+            audio_seq: ctx.audio_seq,
+            playback: ctx.playback.clone(),
+            output_rate: ctx.output_rate,
+            response_id: ctx.response_id.clone(),
+        }
+    }
+}
+
+/// What a technician hears when the manuals cannot be searched: never silence.
+const APOLOGY: &str = "Sorry, I can't reach the manuals right now. Please ask again in a moment.";
+
+/// Says the apology (text and speech) after a failure; returns what was said.
+async fn apologise(ctx: &TurnContext, ended_at: Instant, timings: &mut Timings) -> String {
+    let (sentence_tx, sentence_rx) = mpsc::channel::<String>(1);
+    let speaker = tokio::spawn(speak(SpeakContext::of(ctx), sentence_rx));
+    let mut said = Said {
+        ctx,
+        response_id: &ctx.response_id,
+        sentences: &sentence_tx,
+        text: String::new(),
+        first: None,
+        speech: SentenceSplitter::default(),
+    };
+    said.say(APOLOGY).await;
+    said.finish().await;
+    let text = std::mem::take(&mut said.text);
+    drop(said);
+    drop(sentence_tx);
+    if let Ok(Ok(Some(first_audio))) = speaker.await {
+        timings.voice_to_voice_ms = Some((first_audio - ended_at).as_secs_f64() * 1000.0);
+    }
+    text
 }
 
 /// Speaks sentences in order; returns when the first audio frame was queued.

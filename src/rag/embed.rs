@@ -163,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn real_embeddings_rank_by_meaning_and_cache() {
         let paths = ModelPaths::new(ModelPaths::default_root());
-        let cache = Arc::new(MemoryCache::new(100));
+        let cache = Arc::new(MemoryCache::new(1 << 20));
         let embedder = Embedder::spawn(&paths, 1, 1, 8, cache.clone()).unwrap();
         let q = embedder.embed_query("acme", "what torque for the compressor head bolts").await.unwrap();
         assert_eq!(q.len(), DIMENSIONS);

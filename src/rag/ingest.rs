@@ -108,6 +108,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A job on a shared store that has reported no progress for this long was interrupted
+/// (a running ingest saves its progress every page or batch, seconds apart).
+pub const SHARED_JOB_STALE_SECS: u64 = 600;
+
 impl KnowledgeBase {
     /// Registers an upload that passed [`inspect`]: the same bytes already live are
     /// returned as they are; otherwise a manual (the next version of its equipment and
@@ -291,8 +295,14 @@ impl KnowledgeBase {
     }
 
     /// At start: jobs a crash or kill cut short are failed, and what they wrote removed.
-    pub async fn recover(&self) -> Result<usize, RagError> {
-        let jobs = self.store.unfinished_jobs().await?;
+    /// On a store `shared` with other instances, an unfinished job may be running on one
+    /// of them: only jobs silent for [`SHARED_JOB_STALE_SECS`] are taken as interrupted.
+    pub async fn recover(&self, shared: bool) -> Result<usize, RagError> {
+        let now = now_secs();
+        let mut jobs = self.store.unfinished_jobs().await?;
+        if shared {
+            jobs.retain(|job| job.updated_at + SHARED_JOB_STALE_SECS < now);
+        }
         for mut job in jobs.iter().cloned() {
             self.delete_manual(&job.tenant, job.manual_id).await?;
             job.state = JobState::Failed;

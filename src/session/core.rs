@@ -142,6 +142,8 @@ pub struct Session {
     echo: EchoGuard,
     next_seq: u64,
     history: History,
+    /// Seconds of the last utterance committed as a question.
+    heard_secs: f64,
 }
 
 impl Session {
@@ -176,6 +178,7 @@ impl Session {
             echo: EchoGuard::new(0.0, None),
             next_seq: 1,
             history: History::default(),
+            heard_secs: 0.0,
         };
         let resuming = resumed.is_some();
         let unfinished = resumed.and_then(|state| s.restore(state));
@@ -691,6 +694,7 @@ impl Session {
         tracing::info!(%transcript, reaction_ms, "interrupted by the user");
         self.user_speaks(c.audio_start_ms).await;
         if let Some(audio_end_ms) = c.ended.take() {
+            self.heard_secs = audio_end_ms.saturating_sub(c.audio_start_ms) as f64 / 1000.0;
             // The whole question was heard already: its transcript is the question.
             let heard: SttTask = tokio::spawn(async move { Ok(transcript) });
             self.commit_question(Some(audio_end_ms), Question::Transcribing(heard)).await;
@@ -779,6 +783,7 @@ impl Session {
     /// client committed. A transcription started during the pause is reused when it
     /// covered exactly this utterance (the user stayed silent after the pause).
     async fn utterance_ended(&mut self, audio_end_ms: Option<u64>, utterance: Vec<f32>) {
+        self.heard_secs = utterance.len() as f64 / f64::from(crate::voice::vad::SAMPLE_RATE);
         let transcription = match self.speculation.take() {
             Some((len, task)) if len == utterance.len() => task,
             other => {
@@ -828,8 +833,15 @@ impl Session {
         let playback = Arc::new(Playback::default());
         let record = Arc::new(TurnRecord::default());
         let response_id = format!("resp_{}", Uuid::new_v4().simple());
+        let audio_in_secs = match &question {
+            Question::Transcribing(_) => self.heard_secs,
+            Question::Text(_) => 0.0,
+        };
         let ctx = TurnContext {
             tenant: self.claims.tenant.clone(),
+            user: self.claims.sub.clone(),
+            session: self.id,
+            audio_in_secs,
             equipment: self.equipment.clone(),
             pipeline: self.pipeline.clone(),
             kb: self.app.kb.clone(),

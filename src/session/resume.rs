@@ -4,9 +4,11 @@
 //! `session.created` carries a signed resume token. When a session's socket ends, its
 //! resumable state (settings, history, an answer left unfinished) is parked for
 //! `server.resume_window_ms`; reconnecting with the token (and a bearer token of the same
-//! user) within the window takes it back under the same session id. The state is plain
-//! serializable data, so a shared store can hold it for another instance.
+//! user) within the window takes it back under the same session id. With
+//! `backends.sessions = "redis"` the state is parked in Redis, so the session can be
+//! taken back by any instance sharing `server.resume_secret` (here, when Redis is down).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -17,6 +19,7 @@ use uuid::Uuid;
 use super::history::History;
 use super::protocol::ServerVad;
 use crate::auth::{Claims, now_secs};
+use crate::backends::redis::RedisLink;
 
 /// A resume token outlives the window: the window runs from the drop, and a session
 /// can be long. A working shift.
@@ -64,11 +67,16 @@ pub struct Resumer {
     window: Duration,
     parked: DashMap<Uuid, (Instant, ResumeState)>,
     swept: std::sync::Mutex<Instant>,
+    shared: Option<Arc<RedisLink>>,
+}
+
+fn parked_key(session_id: Uuid) -> String {
+    format!("resume:{session_id}")
 }
 
 impl Resumer {
     /// `secret` unset: a random one for this process.
-    pub fn new(secret: Option<&str>, window: Duration) -> Self {
+    pub fn new(secret: Option<&str>, window: Duration, shared: Option<Arc<RedisLink>>) -> Self {
         let random = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let secret = secret.filter(|s| !s.is_empty()).unwrap_or(&random).as_bytes().to_vec();
         Self {
@@ -77,6 +85,7 @@ impl Resumer {
             window,
             parked: DashMap::new(),
             swept: std::sync::Mutex::new(Instant::now()),
+            shared,
         }
     }
 
@@ -105,13 +114,30 @@ impl Resumer {
     }
 
     /// Keeps a closed session's state for the resume window.
-    pub fn park(&self, state: ResumeState) {
+    pub async fn park(&self, state: ResumeState) {
+        if let Some(redis) = &self.shared
+            && let Ok(json) = serde_json::to_vec(&state)
+        {
+            let ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX).max(1);
+            let cmd = redis::cmd("SET").arg(parked_key(state.session_id)).arg(json).arg("PX").arg(ms).clone();
+            if redis.run::<()>(&cmd).await.is_ok() {
+                return;
+            }
+        }
         self.sweep();
         self.parked.insert(state.session_id, (Instant::now() + self.window, state));
     }
 
     /// Takes a parked session back; each can be resumed once.
-    pub fn take(&self, session_id: Uuid) -> Result<ResumeState, ResumeError> {
+    pub async fn take(&self, session_id: Uuid) -> Result<ResumeState, ResumeError> {
+        if let Some(redis) = &self.shared {
+            // GETDEL: two instances racing for one session, one gets it.
+            let found: Option<Vec<u8>> =
+                redis.run(redis::cmd("GETDEL").arg(parked_key(session_id))).await.ok().flatten();
+            if let Some(state) = found.and_then(|json| serde_json::from_slice::<ResumeState>(&json).ok()) {
+                return Ok(state);
+            }
+        }
         match self.parked.remove(&session_id) {
             Some((_, (until, state))) if Instant::now() <= until => Ok(state),
             _ => Err(ResumeError::Expired),
@@ -154,27 +180,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_token_resumes_only_its_own_users_session_once_within_the_window() {
-        let r = Resumer::new(None, Duration::from_secs(30));
+    #[tokio::test]
+    async fn a_token_resumes_only_its_own_users_session_once_within_the_window() {
+        let r = Resumer::new(None, Duration::from_secs(30), None);
         let id = Uuid::new_v4();
         let token = r.token(id, &claims("acme", "tech-1"));
         assert_eq!(r.verify(&token, &claims("acme", "tech-1")), Ok(id));
         assert_eq!(r.verify(&token, &claims("acme", "tech-2")), Err(ResumeError::InvalidToken));
         assert_eq!(r.verify(&token, &claims("globex", "tech-1")), Err(ResumeError::InvalidToken));
         assert_eq!(r.verify("not.a.token", &claims("acme", "tech-1")), Err(ResumeError::InvalidToken));
-        let other = Resumer::new(None, Duration::from_secs(30));
+        let other = Resumer::new(None, Duration::from_secs(30), None);
         assert_eq!(other.verify(&token, &claims("acme", "tech-1")), Err(ResumeError::InvalidToken), "another key");
 
-        assert_eq!(r.take(id).err(), Some(ResumeError::Expired), "nothing parked yet");
-        r.park(state(id));
-        assert_eq!(r.take(id).map(|s| s.equipment), Ok(Some("RTU-40".into())));
-        assert_eq!(r.take(id).err(), Some(ResumeError::Expired), "resumed once only");
+        assert_eq!(r.take(id).await.err(), Some(ResumeError::Expired), "nothing parked yet");
+        r.park(state(id)).await;
+        assert_eq!(r.take(id).await.map(|s| s.equipment), Ok(Some("RTU-40".into())));
+        assert_eq!(r.take(id).await.err(), Some(ResumeError::Expired), "resumed once only");
 
-        let brief = Resumer::new(Some("shared-secret"), Duration::ZERO);
-        brief.park(state(id));
+        let brief = Resumer::new(Some("shared-secret"), Duration::ZERO, None);
+        brief.park(state(id)).await;
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(brief.take(id).err(), Some(ResumeError::Expired), "past the window");
+        assert_eq!(brief.take(id).await.err(), Some(ResumeError::Expired), "past the window");
     }
 
     #[test]

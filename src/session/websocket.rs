@@ -135,7 +135,7 @@ async fn serve(
     // Unregistered first: a resume may register the same id at once.
     drop(guard);
     if !draining {
-        app.resumer.park(state);
+        app.resumer.park(state).await;
     }
 }
 

@@ -7,9 +7,11 @@
 //! becomes `live` in one step that also removes the version it replaces: a reader sees
 //! the old version or the new one, never a mix and never neither.
 
+pub mod mongo;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use fieldvox_formats::protocol::{Citation, Timings};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -155,6 +157,81 @@ pub struct KeywordHit {
     pub score: f32,
 }
 
+/// One finished turn, as admins review it and usage is counted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct TurnEntry {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub tenant: String,
+    /// Subject of the token that asked.
+    pub user: String,
+    pub session: Uuid,
+    /// Unix seconds when it ended.
+    pub at: u64,
+    /// UTC day of `at`, `YYYY-MM-DD` (usage is counted per day).
+    pub day: String,
+    /// `completed`, `cancelled` or `failed`.
+    pub status: String,
+    /// Stable error code of a failed turn.
+    pub error: Option<String>,
+    pub transcript: String,
+    pub answer: String,
+    #[schema(value_type = Vec<Object>)]
+    pub citations: Vec<Citation>,
+    #[schema(value_type = Object)]
+    pub timings: Timings,
+    /// Seconds of the user's speech, and of answer audio sent.
+    pub audio_in_secs: f64,
+    pub audio_out_secs: f64,
+}
+
+impl TurnEntry {
+    /// The UTC calendar day of a unix time, `YYYY-MM-DD`.
+    pub fn day_of(unix_secs: u64) -> String {
+        // Civil-from-days (proleptic Gregorian), valid for every unix day.
+        let z = (unix_secs / 86_400) as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!("{year:04}-{month:02}-{day:02}")
+    }
+}
+
+/// Which turns a review lists: newest first, one page before the previous page's last.
+#[derive(Debug, Clone, Default)]
+pub struct TurnFilter {
+    pub user: Option<String>,
+    /// Unix seconds, inclusive.
+    pub since: Option<u64>,
+    /// Unix seconds, exclusive.
+    pub until: Option<u64>,
+    /// `(at, id)` of the last turn of the previous page.
+    pub before: Option<(u64, Uuid)>,
+    pub limit: usize,
+}
+
+/// One user's use on one UTC day.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct UsageRow {
+    pub user: String,
+    pub day: String,
+    pub turns: u64,
+    pub audio_in_secs: f64,
+    pub audio_out_secs: f64,
+}
+
+/// Everything of one manual, for copying a knowledge base to another store.
+#[derive(Debug, Clone)]
+pub struct ManualExport {
+    pub manual: Manual,
+    pub chunks: Vec<Chunk>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("metadata store unavailable: {0}")]
@@ -209,4 +286,21 @@ pub trait MetadataStore: Send + Sync {
     async fn kb_version(&self, tenant: &str) -> Result<u64, StoreError>;
     /// Increments and returns the tenant's knowledge-base version (invalidates cached retrievals).
     async fn bump_kb_version(&self, tenant: &str) -> Result<u64, StoreError>;
+    /// Records a finished turn.
+    async fn record_turn(&self, turn: &TurnEntry) -> Result<(), StoreError>;
+    /// The tenant's turns, newest first.
+    async fn turns(&self, tenant: &str, filter: &TurnFilter) -> Result<Vec<TurnEntry>, StoreError>;
+    /// The tenant's use per user and UTC day in `[since, until)` (unix seconds), by user then day.
+    async fn usage(&self, tenant: &str, since: u64, until: u64) -> Result<Vec<UsageRow>, StoreError>;
+    /// Every tenant that holds a live manual or a turn.
+    async fn tenants(&self) -> Result<Vec<String>, StoreError>;
+    /// A live manual with all its chunks in order, for migration.
+    async fn export_manual(&self, tenant: &str, id: Uuid) -> Result<Option<ManualExport>, StoreError>;
+    /// Writes a manual with its chunks as live, as exported elsewhere (same ids, same
+    /// version); replaces a manual with that id. Bumps the knowledge-base version.
+    async fn import_manual(&self, export: &ManualExport) -> Result<(), StoreError>;
+    /// Writes a turn as recorded elsewhere; the same id again is not duplicated.
+    async fn import_turn(&self, turn: &TurnEntry) -> Result<(), StoreError>;
+    /// One round trip to the store, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -14,8 +14,8 @@ use qdrant_edge::{
     Condition, CreateIndex, Distance, EdgeConfig, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
     FieldCondition, FieldIndexOperations, Filter, JsonPath, KeywordIndexParams, NamedQuery, OperationError, Payload,
     PayloadFieldSchema, PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
-    QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, VectorInternal, VectorStructPersisted,
-    WithPayloadInterface, WithVector,
+    QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, VectorInternal, VectorStructInternal,
+    VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use uuid::Uuid;
 
@@ -204,6 +204,34 @@ impl VectorIndex for EdgeIndex {
             Ok(())
         })
         .await
+    }
+
+    async fn vectors(&self, tenant: &str, ids: &[Uuid]) -> Result<Vec<(Uuid, Vec<f32>)>, VectorError> {
+        let ids: Vec<PointId> = ids.iter().copied().map(PointId::Uuid).collect();
+        let inner = Arc::clone(&self.inner);
+        let records = run_blocking(move || {
+            inner
+                .shard
+                .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(true)))
+                .map_err(|e| unavailable("reading vectors", e))
+        })
+        .await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| {
+                let owner = r.payload.as_ref().and_then(|p| p.0.get(TENANT_FIELD)).and_then(|v| v.as_str());
+                owner == Some(tenant)
+            })
+            .filter_map(|r| match (r.id, r.vector) {
+                (PointId::Uuid(id), Some(VectorStructInternal::Single(v))) => Some((id, v)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), VectorError> {
+        // In-process: reachable whenever the shard is open.
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! there is no way to search without naming the tenant.
 
 pub mod edge;
+pub mod qdrant;
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -54,4 +55,9 @@ pub trait VectorIndex: Send + Sync {
     async fn search(&self, query: VectorQuery) -> Result<Vec<VectorHit>, VectorError>;
     /// Removes every point of one manual of one tenant.
     async fn delete_manual(&self, tenant: &str, manual_id: Uuid) -> Result<(), VectorError>;
+    /// The stored vectors of these chunks of `tenant` (others' and missing ones left out),
+    /// for copying an index to another backend.
+    async fn vectors(&self, tenant: &str, ids: &[Uuid]) -> Result<Vec<(Uuid, Vec<f32>)>, VectorError>;
+    /// One round trip to the index, for readiness.
+    async fn ping(&self) -> Result<(), VectorError>;
 }

@@ -2,6 +2,8 @@
 //! loopback port, started once per test binary on its own runtime, and a WebSocket client.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -287,6 +289,46 @@ pub async fn open_session(addr: SocketAddr, token: &str) -> Client {
     let created = client.next_event().await;
     assert_eq!(created["type"], "session.created", "{created}");
     client
+}
+
+/// Opens a session (resuming one, given its token) and returns it with its
+/// `session.created`; a refusal as its HTTP status and body.
+pub async fn open_with(addr: SocketAddr, token: &str, resume: Option<&str>) -> Result<(Client, Value), (u16, Value)> {
+    let query = resume.map(|t| format!("?resume={t}")).unwrap_or_default();
+    let mut req = format!("ws://{addr}/v1/realtime{query}").into_client_request().expect("request");
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => {
+            let mut c = Client { ws, audio: Vec::new() };
+            let created = c.next_event().await;
+            assert_eq!(created["type"], "session.created", "{created}");
+            Ok((c, created))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_ref().map(|b| serde_json::from_slice(b).unwrap_or(Value::Null));
+            Err((resp.status().as_u16(), body.unwrap_or(Value::Null)))
+        }
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+/// One typed question in a session of its own: the answer's text and its citations.
+pub async fn typed_turn(addr: SocketAddr, token: &str, question: &str) -> (String, Vec<Value>) {
+    let (text, citations, _) = typed_turn_events(addr, token, question).await;
+    (text, citations)
+}
+
+/// One typed question in a session of its own: the answer's text, its citations, and
+/// every event up to `response.done`.
+pub async fn typed_turn_events(addr: SocketAddr, token: &str, question: &str) -> (String, Vec<Value>, Vec<Value>) {
+    let mut c = open_session(addr, token).await;
+    c.send_json(serde_json::json!({"type": "conversation.item.create", "item": {"text": question}})).await;
+    let events = c.events_until("response.done").await;
+    let text = events.last().and_then(|e| e["text"].as_str()).unwrap_or_default().to_string();
+    let citations = of_type(&events, "response.citations")
+        .first()
+        .map_or(Vec::new(), |e| e["citations"].as_array().cloned().unwrap_or_default());
+    (text, citations, events)
 }
 
 /// Ingests the RTU-40 service manual (the torque is on page 3) for `tenant`.
