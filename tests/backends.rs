@@ -7,7 +7,6 @@ mod common;
 mod contract;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::services::Service;
@@ -259,7 +258,7 @@ async fn two_instances_share_the_knowledge_base_and_resume_each_others_sessions(
     let own = Backends::open(&shared, &config.data.dir).await.expect("second instance's backends");
     let backends = Backends { index: one.app.backends.index.clone(), ..own };
     let app = tokio::task::spawn_blocking(move || App::build_on(config, backends)).await.unwrap().expect("builds");
-    let two = serve(app).await;
+    let two = serve_app(app).await;
 
     let tenant = contract::tenant("acme");
     // Uploaded through one…
@@ -343,17 +342,6 @@ async fn two_instances_share_the_knowledge_base_and_resume_each_others_sessions(
 async fn get_json(url: &str, token: &str) -> Value {
     let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("request");
     resp.json().await.expect("a JSON body")
-}
-
-/// Serves an app built elsewhere on a free port.
-async fn serve(app: Arc<App>) -> OwnServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(fieldvox::http::serve(app.clone(), listener, async move {
-        let _ = stop_rx.await;
-    }));
-    OwnServer { addr, app, stop, task }
 }
 
 async fn metrics(server: &OwnServer, secret: &str) -> String {

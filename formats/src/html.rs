@@ -115,7 +115,8 @@ fn push_text(out: &mut String, text: &str) {
     while let Some(amp) = rest.find('&') {
         push_spaced(out, &rest[..amp]);
         rest = &rest[amp..];
-        let end = rest[..rest.len().min(12)].find(';');
+        // Bytes, not a string slice: the twelfth byte may fall inside a character.
+        let end = rest.bytes().take(12).position(|b| b == b';');
         match end.and_then(|end| entity(&rest[1..end]).map(|c| (c, end))) {
             Some((c, end)) => {
                 out.push(c);
@@ -174,5 +175,14 @@ mod tests {
             "## Compressor service\n\nHead bolts: 38 N·m, star pattern.\n\n\
              Part | Number\nHead gasket | GK-4471-B\n\nR&D – – &bogus; a < b"
         );
+    }
+
+    #[test]
+    fn an_ampersand_before_a_wide_character_is_text() {
+        // Found by fuzzing: the entity scan once sliced through 'ܻ' (two bytes).
+        let text = "a &&&&&&&&&& u-\u{73b}&&& b";
+        let mut out = String::new();
+        super::push_text(&mut out, text);
+        assert_eq!(out, text);
     }
 }

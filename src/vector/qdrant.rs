@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::point_id::PointIdOptions;
+use qdrant_client::qdrant::vector_output;
 use qdrant_client::qdrant::vectors_output::VectorsOptions;
 use qdrant_client::qdrant::{
     Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType,
@@ -170,8 +171,10 @@ impl VectorIndex for QdrantIndex {
             .filter_map(|p| {
                 let id = uuid_of(p.id)?;
                 match p.vectors?.vectors_options? {
-                    #[allow(deprecated)]
-                    VectorsOptions::Vector(v) => Some((id, v.data)),
+                    VectorsOptions::Vector(v) => match v.into_vector() {
+                        vector_output::Vector::Dense(dense) => Some((id, dense.data)),
+                        _ => None,
+                    },
                     VectorsOptions::Vectors(_) => None,
                 }
             })

@@ -260,6 +260,11 @@ pub struct OwnServer {
 
 pub async fn own_server(config: Config) -> OwnServer {
     let app = tokio::task::spawn_blocking(move || App::build(config)).await.expect("join").expect("app builds");
+    serve_app(app).await
+}
+
+/// Serves an app built elsewhere on a free port.
+pub async fn serve_app(app: Arc<App>) -> OwnServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
