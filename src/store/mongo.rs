@@ -18,7 +18,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::{Future, IntoFuture};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fieldvox_formats::protocol::{Citation, Timings};
@@ -581,6 +582,21 @@ pub struct MongoStore {
     turns: Collection<TurnDoc>,
     meta: Collection<Document>,
     timeout: Duration,
+    /// Set while the server is unreachable: until then operations fail at once.
+    down_until: Arc<Mutex<Option<Instant>>>,
+}
+
+/// After the server was found unreachable, operations fail at once for this long instead
+/// of each waiting out the timeout: a turn's several reads cost one timeout, not several,
+/// before its apology.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(1);
+
+/// Whether a driver error means the server could not be reached (not a refused query).
+fn unreachable(e: &mongodb::error::Error) -> bool {
+    matches!(
+        e.kind.as_ref(),
+        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
+    )
 }
 
 impl MongoStore {
@@ -606,6 +622,7 @@ impl MongoStore {
             meta: db.collection("meta"),
             db,
             timeout,
+            down_until: Arc::default(),
         };
         let stored = store.schema_version().await?;
         if stored.is_some_and(|v| v > SCHEMA_VERSION) {
@@ -651,7 +668,35 @@ impl MongoStore {
         what: &str,
         op: impl IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<T, StoreError> {
-        bounded(self.timeout, what, op).await
+        if self.down_until.lock().map(|d| d.is_some_and(|t| Instant::now() < t)).unwrap_or(false) {
+            return Err(StoreError::Unavailable(format!(
+                "MongoDB {what}: the server is unreachable; retrying shortly"
+            )));
+        }
+        self.reach(what, op).await
+    }
+
+    /// One operation whatever the latch says, setting or clearing it by the outcome.
+    async fn reach<T>(
+        &self,
+        what: &str,
+        op: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        let result = answer(self.timeout, what, op).await;
+        let down = match &result {
+            Err(_) => true,
+            Ok(Err(e)) => unreachable(e),
+            Ok(Ok(_)) => false,
+        };
+        if let Ok(mut latch) = self.down_until.lock() {
+            if down && latch.is_none() {
+                tracing::warn!(what, "MongoDB unreachable; failing its operations at once until it answers");
+            } else if !down && latch.is_some() {
+                tracing::info!("MongoDB answers again");
+            }
+            *latch = down.then(|| Instant::now() + UNREACHABLE_FOR);
+        }
+        result?.map_err(|e| failed(what, e))
     }
 
     /// The tenant's live manuals: every series' current version.
@@ -1215,7 +1260,8 @@ impl MetadataStore for MongoStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run("ping", self.db.run_command(doc! { "ping": 1 })).await?;
+        // Readiness asks the server itself, latch or not.
+        self.reach("ping", self.db.run_command(doc! { "ping": 1 })).await?;
         Ok(())
     }
 }
