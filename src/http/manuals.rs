@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::bearer::authenticate;
+use super::paging;
 use crate::app::App;
 use crate::auth::{Action, Claims};
 use crate::error::{AppError, ErrorResponse};
@@ -314,16 +315,6 @@ pub struct ManualPage {
     pub next_cursor: Option<String>,
 }
 
-fn cursor_of(m: &Manual) -> String {
-    format!("{}.{}", m.created_at, m.id)
-}
-
-fn parse_cursor(cursor: &str) -> Api<(u64, Uuid)> {
-    let bad = || AppError::BadRequest(format!("invalid cursor {cursor:?}: pass a next_cursor as it was given"));
-    let (at, id) = cursor.split_once('.').ok_or_else(bad)?;
-    Ok((at.parse().map_err(|_| bad())?, Uuid::parse_str(id).map_err(|_| bad())?))
-}
-
 #[utoipa::path(
     get, path = "/v1/manuals", tag = "manuals",
     params(ListQuery),
@@ -340,19 +331,14 @@ pub async fn list(
 ) -> Api<Json<ManualPage>> {
     let claims = caller(&app, &headers, Action::ReadManuals).await?;
     let Query(query) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    let limit = query.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(AppError::BadRequest(format!("limit must be 1 to {PAGE_MAX}")));
-    }
+    let limit = paging::limit(query.limit, PAGE_DEFAULT, PAGE_MAX)?;
     let filter = ManualFilter {
         equipment: query.equipment.filter(|e| !e.is_empty()),
-        after: query.cursor.as_deref().map(parse_cursor).transpose()?,
+        after: query.cursor.as_deref().map(paging::parse_cursor).transpose()?,
         limit: limit + 1,
     };
-    let mut manuals = app.kb.store.list_manuals(&claims.tenant, &filter).await.map_err(RagError::from)?;
-    let more = manuals.len() > limit;
-    manuals.truncate(limit);
-    let next_cursor = if more { manuals.last().map(cursor_of) } else { None };
+    let manuals = app.kb.store.list_manuals(&claims.tenant, &filter).await.map_err(RagError::from)?;
+    let (manuals, next_cursor) = paging::page(manuals, limit, |m| (m.created_at, m.id));
     Ok(Json(ManualPage { manuals, next_cursor }))
 }
 

@@ -5,6 +5,7 @@ pub mod bearer;
 pub mod manuals;
 pub mod openapi;
 pub mod ops;
+pub mod paging;
 pub mod realtime;
 pub mod server;
 pub mod talk;

@@ -9,9 +9,9 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::manuals::caller;
+use super::paging;
 use crate::app::App;
 use crate::auth::{Action, now_secs};
 use crate::error::{AppError, ErrorResponse};
@@ -49,16 +49,6 @@ pub struct TurnPage {
     pub next_cursor: Option<String>,
 }
 
-fn cursor_of(t: &TurnEntry) -> String {
-    format!("{}.{}", t.at, t.id)
-}
-
-fn parse_cursor(cursor: &str) -> Api<(u64, Uuid)> {
-    let bad = || AppError::BadRequest(format!("invalid cursor {cursor:?}: pass a next_cursor as it was given"));
-    let (at, id) = cursor.split_once('.').ok_or_else(bad)?;
-    Ok((at.parse().map_err(|_| bad())?, Uuid::parse_str(id).map_err(|_| bad())?))
-}
-
 #[utoipa::path(
     get, path = "/v1/turns", tag = "turns", operation_id = "list_turns",
     params(TurnsQuery),
@@ -76,10 +66,7 @@ pub async fn list(
 ) -> Api<Json<TurnPage>> {
     let claims = caller(&app, &headers, Action::ReviewTurns).await?;
     let Query(query) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    let limit = query.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(AppError::BadRequest(format!("limit must be 1 to {PAGE_MAX}")));
-    }
+    let limit = paging::limit(query.limit, PAGE_DEFAULT, PAGE_MAX)?;
     if let (Some(since), Some(until)) = (query.since, query.until)
         && since >= until
     {
@@ -89,13 +76,11 @@ pub async fn list(
         user: query.user.filter(|u| !u.is_empty()),
         since: query.since,
         until: query.until,
-        before: query.cursor.as_deref().map(parse_cursor).transpose()?,
+        before: query.cursor.as_deref().map(paging::parse_cursor).transpose()?,
         limit: limit + 1,
     };
-    let mut turns = app.kb.store.turns(&claims.tenant, &filter).await.map_err(RagError::from)?;
-    let more = turns.len() > limit;
-    turns.truncate(limit);
-    let next_cursor = if more { turns.last().map(cursor_of) } else { None };
+    let turns = app.kb.store.turns(&claims.tenant, &filter).await.map_err(RagError::from)?;
+    let (turns, next_cursor) = paging::page(turns, limit, |t| (t.at, t.id));
     Ok(Json(TurnPage { turns, next_cursor }))
 }
 

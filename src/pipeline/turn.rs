@@ -462,19 +462,11 @@ async fn answer(
     ended_at: Instant,
     timings: &mut Timings,
 ) -> (Outcome, Vec<usize>) {
-    let response_id = ctx.response_id.as_str();
     let profile = &ctx.pipeline.profile;
     let llm_started = Instant::now();
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(16);
     let speaker = tokio::spawn(speak(SpeakContext::of(ctx), sentence_rx));
-    let mut said = Said {
-        ctx,
-        response_id,
-        sentences: &sentence_tx,
-        text: String::new(),
-        first: None,
-        speech: SentenceSplitter::default(),
-    };
+    let mut said = Said::new(ctx, &sentence_tx);
 
     let mut llm_error = None;
     let kind = if req.evidence.is_empty() {
@@ -561,7 +553,18 @@ struct Said<'a> {
     speech: SentenceSplitter,
 }
 
-impl Said<'_> {
+impl<'a> Said<'a> {
+    fn new(ctx: &'a TurnContext, sentences: &'a mpsc::Sender<String>) -> Self {
+        Self {
+            ctx,
+            response_id: &ctx.response_id,
+            sentences,
+            text: String::new(),
+            first: None,
+            speech: SentenceSplitter::default(),
+        }
+    }
+
     async fn say(&mut self, sentence: &str) {
         if self.ctx.cancelled() || sentence.trim().is_empty() {
             return;
@@ -689,14 +692,7 @@ const APOLOGY: &str = "Sorry, I can't reach the manuals right now. Please ask ag
 async fn apologise(ctx: &TurnContext, ended_at: Instant, timings: &mut Timings) -> String {
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(1);
     let speaker = tokio::spawn(speak(SpeakContext::of(ctx), sentence_rx));
-    let mut said = Said {
-        ctx,
-        response_id: &ctx.response_id,
-        sentences: &sentence_tx,
-        text: String::new(),
-        first: None,
-        speech: SentenceSplitter::default(),
-    };
+    let mut said = Said::new(ctx, &sentence_tx);
     said.say(APOLOGY).await;
     said.finish().await;
     let text = std::mem::take(&mut said.text);

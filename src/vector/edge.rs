@@ -19,7 +19,7 @@ use qdrant_edge::{
 };
 use uuid::Uuid;
 
-use super::{ChunkPoint, DIMENSIONS, VectorError, VectorHit, VectorIndex, VectorQuery};
+use super::{ChunkPoint, DIMENSIONS, VectorError, VectorHit, VectorIndex, VectorQuery, check_dimensions};
 
 const TENANT_FIELD: &str = "tenant_id";
 const EQUIPMENT_FIELD: &str = "equipment";
@@ -261,14 +261,6 @@ fn to_persisted(point: ChunkPoint) -> PointStructPersisted {
         id: PointId::Uuid(point.chunk_id),
         vector: VectorStructPersisted::Single(point.vector),
         payload: Some(Payload::from(payload)),
-    }
-}
-
-fn check_dimensions(vector: &[f32]) -> Result<(), VectorError> {
-    if vector.len() == DIMENSIONS {
-        Ok(())
-    } else {
-        Err(VectorError::Dimensions { expected: DIMENSIONS, got: vector.len() })
     }
 }
 

@@ -47,6 +47,15 @@ pub enum VectorError {
     Dimensions { expected: usize, got: usize },
 }
 
+/// Every index refuses a vector of another width before writing or searching.
+pub(crate) fn check_dimensions(vector: &[f32]) -> Result<(), VectorError> {
+    if vector.len() == DIMENSIONS {
+        Ok(())
+    } else {
+        Err(VectorError::Dimensions { expected: DIMENSIONS, got: vector.len() })
+    }
+}
+
 #[async_trait]
 pub trait VectorIndex: Send + Sync {
     /// Inserts or replaces points (by `chunk_id`).

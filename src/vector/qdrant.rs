@@ -18,7 +18,7 @@ use qdrant_client::qdrant::{
 };
 use uuid::Uuid;
 
-use super::{ChunkPoint, DIMENSIONS, VectorError, VectorHit, VectorIndex, VectorQuery};
+use super::{ChunkPoint, DIMENSIONS, VectorError, VectorHit, VectorIndex, VectorQuery, check_dimensions};
 use crate::backends::QdrantConfig;
 use crate::rag::embed::MODEL_NAME;
 
@@ -48,14 +48,6 @@ fn tenant_filter(tenant: &str, more: impl IntoIterator<Item = Condition>) -> Fil
 
 fn unavailable(action: &str, e: impl std::fmt::Display) -> VectorError {
     VectorError::Unavailable(format!("qdrant {action}: {e}"))
-}
-
-fn check_dimensions(vector: &[f32]) -> Result<(), VectorError> {
-    if vector.len() == DIMENSIONS {
-        Ok(())
-    } else {
-        Err(VectorError::Dimensions { expected: DIMENSIONS, got: vector.len() })
-    }
 }
 
 fn uuid_of(id: Option<PointId>) -> Option<Uuid> {

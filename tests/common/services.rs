@@ -72,8 +72,20 @@ impl Service {
         }
     }
 
-    /// Starts the server on its port; true once it accepts connections.
+    /// Its log, and the line it writes there once it listens on its port.
+    fn log_and_ready_line(&self) -> (PathBuf, String) {
+        match self.name {
+            "redis" => (self.dir.join("redis.log"), "Ready to accept connections".into()),
+            _ => (self.dir.join("nx.log"), format!("Listening on 127.0.0.1:{}", self.port)),
+        }
+    }
+
+    /// Starts the server on its port; true once it says, in its own log, that it listens.
+    /// A server of another test that took the port meanwhile would accept connections
+    /// too: the log tells ours from it.
     fn launch(&mut self) -> bool {
+        let (log, ready) = self.log_and_ready_line();
+        let logged_before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let child = self
             .command()
             .stdin(Stdio::null())
@@ -88,7 +100,11 @@ impl Service {
                 self.child = None;
                 return false; // exited: the port was taken
             }
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+            let said = std::fs::read(&log)
+                .map(|b| String::from_utf8_lossy(b.get(logged_before..).unwrap_or_default()).into_owned());
+            if said.is_ok_and(|text| text.contains(&ready))
+                && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
