@@ -46,6 +46,14 @@ export FIELDVOX__DATA__DIR="$data"
 # Thousands of simulated phones share a few loopback addresses: lift the per-address cap
 # on connections still in their handshake (it is tuned for real clients, one per address).
 export FIELDVOX__SERVER__MAX_UNAUTHENTICATED_PER_IP="${FIELDVOX__SERVER__MAX_UNAUTHENTICATED_PER_IP:-1000000}"
+# Likewise the connection-attempt rate of one address, and the fair-use totals of tenant
+# acme, which here is thousands of technicians at once (each simulated user keeps the
+# per-user defaults).
+export FIELDVOX__LIMITS__CONNECTION_ATTEMPTS="${FIELDVOX__LIMITS__CONNECTION_ATTEMPTS:-100000000/min}"
+for limit in SESSION_OPENS TURNS SEARCHES; do
+  var="FIELDVOX__LIMITS__TENANT__$limit"; export "$var=${!var:-100000000/min}"
+done
+export FIELDVOX__LIMITS__TENANT__AUDIO_SECONDS="${FIELDVOX__LIMITS__TENANT__AUDIO_SECONDS:-100000000/h}"
 for tenant in acme globex; do  # globex: the other company of --scenario abandon
   "$server_bin" ingest tests/fixtures/rtu40-service-manual.txt --tenant "$tenant" --equipment RTU-40 \
     --title "RTU-40 Service Manual" > /dev/null

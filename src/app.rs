@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
-use crate::backends::{Backends, MetadataBackend, SessionBackend};
+use crate::backends::{Backends, LimitsBackend, MetadataBackend, SessionBackend};
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipelines;
 use crate::rag::KnowledgeBase;
@@ -28,6 +29,8 @@ pub struct App {
     pub pipelines: Pipelines,
     pub sessions: SessionManager,
     pub resumer: Resumer,
+    /// What each user and tenant may still do.
+    pub limits: RateLimits,
 }
 
 impl KnowledgeBase {
@@ -35,7 +38,7 @@ impl KnowledgeBase {
     pub fn open(config: &Config, backends: &Backends) -> anyhow::Result<Self> {
         let cache: Arc<dyn Cache> = backends.cache.clone();
         let w = &config.workers;
-        let embedder = Embedder::spawn(&config.model_paths(), w.embed, w.onnx_threads, w.queue_depth, cache.clone())?;
+        let embedder = Embedder::spawn(&config.model_paths(), w.embed, w.onnx_threads, w.into(), cache.clone())?;
         Ok(Self::new(backends.store.clone(), backends.index.clone(), embedder, cache))
     }
 }
@@ -80,10 +83,13 @@ impl App {
         let vad = VadService::spawn(&config.model_paths(), w.onnx_threads, w.queue_depth.max(1024), w.vad)?;
         let pipelines = Pipelines::load(&config)?;
         let server = &config.server;
-        let sessions = SessionManager::new(server.max_sessions, server.max_sessions_per_user, metrics.clone());
+        let sessions = SessionManager::new(server.max_sessions, metrics.clone());
         let window = std::time::Duration::from_millis(server.resume_window_ms);
         let parking = backends.redis.clone().filter(|_| backends.kinds.sessions == SessionBackend::Redis);
         let resumer = Resumer::new(server.resume_secret.as_deref(), window, parking);
+        let shared_limits = backends.redis.clone().filter(|_| backends.kinds.limits == LimitsBackend::Redis);
+        let redis_retry = std::time::Duration::from_millis(config.backends.redis.retry_ms);
+        let limits = RateLimits::new(config.limits.clone(), shared_limits, redis_retry, metrics.clone());
         Ok(Arc::new(Self {
             config,
             auth,
@@ -95,6 +101,7 @@ impl App {
             pipelines,
             sessions,
             resumer,
+            limits,
         }))
     }
 }

@@ -21,8 +21,10 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// What an uploaded manual may be.
     pub ingest: crate::rag::ingest::IngestConfig,
-    /// Where the knowledge base, the cache and parked sessions live.
+    /// Where the knowledge base, the cache, parked sessions and rate limits live.
     pub backends: crate::backends::BackendsConfig,
+    /// How much each user and tenant may do (per role, overridable per tenant).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,8 +33,6 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Sessions beyond this are refused with 503 before the upgrade.
     pub max_sessions: usize,
-    /// Sessions one user (tenant + subject) may hold at once; more get 429.
-    pub max_sessions_per_user: usize,
     /// Largest WebSocket message accepted; a larger one closes the session with 1009.
     pub max_frame_bytes: usize,
     /// How long live sessions get to finish after `session.going_away`.
@@ -141,8 +141,12 @@ pub struct WorkersConfig {
     /// first audio of an answer waits for Piper, and one quiet session's TTS on two threads
     /// starts speaking sooner (README, "Benchmarks").
     pub tts_threads: usize,
-    /// Requests waiting per pool before callers get `overloaded`.
+    /// Requests one tenant may have waiting per pool (a memory bound; the wait bound
+    /// below usually refuses first).
     pub queue_depth: usize,
+    /// A live request is refused with `overloaded` (and a `retry_after_ms`) when the
+    /// pool's measured pace says it would wait longer than this to start.
+    pub max_queue_wait_ms: u64,
     /// Threads scoring VAD windows (each batches across sessions; 0 = one per core).
     pub vad: usize,
 }
@@ -174,7 +178,6 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_sessions: 60_000,
-            max_sessions_per_user: 8,
             max_frame_bytes: 256 * 1024,
             shutdown_grace_ms: 10_000,
             idle_timeout_ms: 10 * 60 * 1000,
@@ -202,7 +205,17 @@ impl Default for PipelinesConfig {
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        Self { stt: 1, llm: 1, tts: 1, embed: 1, onnx_threads: 1, tts_threads: 0, queue_depth: 1024, vad: 0 }
+        Self {
+            stt: 1,
+            llm: 1,
+            tts: 1,
+            embed: 1,
+            onnx_threads: 1,
+            tts_threads: 0,
+            queue_depth: 1024,
+            max_queue_wait_ms: 5_000,
+            vad: 0,
+        }
     }
 }
 
@@ -243,6 +256,10 @@ impl Config {
         let w = &self.workers;
         if [w.stt, w.llm, w.tts, w.embed, w.onnx_threads, w.queue_depth].contains(&0) {
             return invalid("every workers.* value must be at least 1");
+        }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
+        if self.workers.max_queue_wait_ms == 0 {
+            return invalid("workers.max_queue_wait_ms must be at least 1");
         }
         if self.ingest.max_bytes == 0 || self.ingest.max_pages == 0 {
             return invalid("ingest.max_bytes and ingest.max_pages must be at least 1");

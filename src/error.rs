@@ -2,13 +2,17 @@
 //! HTTP status + JSON body, or an `error` event on the socket.
 
 use axum::Json;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 pub use fieldvox_formats::code::ErrorCode;
 
 use crate::auth::AuthError;
+use crate::limits::Refusal;
 use crate::llm::LlmError;
 use crate::models::ModelError;
 use crate::pipeline::providers::StageError;
@@ -21,8 +25,27 @@ impl From<&PoolError> for ErrorCode {
     /// A full queue is `overloaded` (retry shortly), not a broken model.
     fn from(e: &PoolError) -> Self {
         match e {
-            PoolError::Overloaded(_) => ErrorCode::Overloaded,
+            PoolError::Overloaded { .. } => ErrorCode::Overloaded,
             PoolError::Stopped(_) => ErrorCode::ModelUnavailable,
+        }
+    }
+}
+
+impl From<&Refusal> for ErrorCode {
+    fn from(r: &Refusal) -> Self {
+        match r {
+            Refusal::Limited { .. } => ErrorCode::RateLimited,
+            Refusal::Unavailable { .. } => ErrorCode::LimiterUnavailable,
+        }
+    }
+}
+
+impl PoolError {
+    /// When a refused job may be worth submitting again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PoolError::Overloaded { retry_after, .. } => Some(*retry_after),
+            PoolError::Stopped(_) => None,
         }
     }
 }
@@ -41,6 +64,13 @@ impl RagError {
             RagError::Pool(e) => e.into(),
         }
     }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RagError::Pool(e) => e.retry_after(),
+            _ => None,
+        }
+    }
 }
 
 impl StageError {
@@ -49,6 +79,13 @@ impl StageError {
         match self {
             StageError::Pool(e) | StageError::Llm(LlmError::Pool(e)) => e.into(),
             StageError::Model(_) | StageError::Llm(_) => ErrorCode::ModelUnavailable,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            StageError::Pool(e) | StageError::Llm(LlmError::Pool(e)) => e.retry_after(),
+            _ => None,
         }
     }
 }
@@ -80,6 +117,8 @@ pub enum AppError {
     #[error("the server is shutting down; connect to another instance or retry shortly")]
     Draining,
     #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
     Resume(#[from] ResumeError),
     /// A missing or malformed field of an HTTP request.
     #[error("{0}")]
@@ -105,6 +144,7 @@ impl AppError {
             AppError::SessionLimit(_) => ErrorCode::SessionLimit,
             AppError::UserSessionLimit(_) => ErrorCode::UserSessionLimit,
             AppError::Draining => ErrorCode::Draining,
+            AppError::Refused(r) => r.into(),
             AppError::BadRequest(_) => ErrorCode::InvalidRequest,
             AppError::NotFound(_) => ErrorCode::NotFound,
             AppError::Io(_) => ErrorCode::Internal,
@@ -125,8 +165,9 @@ impl AppError {
             | ErrorCode::Overloaded
             | ErrorCode::ModelUnavailable
             | ErrorCode::IdentityUnavailable
-            | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::UserSessionLimit => StatusCode::TOO_MANY_REQUESTS,
+            | ErrorCode::StoreUnavailable
+            | ErrorCode::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::UserSessionLimit | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InvalidJson
             | ErrorCode::InvalidRequest
@@ -141,6 +182,16 @@ impl AppError {
             ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidResumeToken => StatusCode::FORBIDDEN,
             ErrorCode::ResumeExpired => StatusCode::GONE,
+        }
+    }
+
+    /// When the same request may succeed: a limit's refill, a pool's backlog.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AppError::Refused(r) => Some(r.retry_after()),
+            AppError::Pool(e) => e.retry_after(),
+            AppError::Rag(e) => e.retry_after(),
+            _ => None,
         }
     }
 
@@ -162,12 +213,37 @@ pub struct ErrorResponse<'a> {
     message: String,
     /// Whether the same request may succeed later.
     retryable: bool,
+    /// When it may (also the `Retry-After` header, in whole seconds rounded up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    /// For `rate_limited`: which limit (`uploads`, `searches`, `session_opens`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'static str>,
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body =
-            ErrorResponse { error: self.reason(), message: self.to_string(), retryable: self.code().retryable() };
-        (self.status(), Json(body)).into_response()
+        let retry_after = self.retry_after();
+        let limit = match &self {
+            AppError::Refused(r) => Some(r.limit().as_str()),
+            _ => None,
+        };
+        let body = ErrorResponse {
+            error: self.reason(),
+            message: self.to_string(),
+            retryable: self.code().retryable(),
+            retry_after_ms: retry_after.map(|d| d.as_micros().div_ceil(1000) as u64),
+            limit,
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Some(after) = retry_after {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+        }
+        response
     }
+}
+
+/// `Retry-After` is whole seconds: rounded up, so a client that waits it is not early.
+pub fn retry_after_secs(after: Duration) -> u64 {
+    after.as_micros().div_ceil(1_000_000).max(1) as u64
 }

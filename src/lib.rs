@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod llm;
 pub mod metrics;
 pub mod models;

@@ -121,6 +121,8 @@ pub struct Metrics {
     reaped: IntCounterVec,
     speech_over_answers: IntCounterVec,
     resumes: IntCounterVec,
+    rate_limits: IntCounterVec,
+    unenforced: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -163,7 +165,7 @@ impl Metrics {
             Opts::new(
                 "connections_reaped_total",
                 "Connections the server closed itself, by reason: handshake_timeout, keep_alive_timeout, \
-                 header_read_timeout, per_ip_cap, shutdown",
+                 header_read_timeout, per_ip_cap, connection_attempts, shutdown",
             ),
             &["reason"],
         )
@@ -185,8 +187,24 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let rate_limits = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_decisions_total",
+                "Rate-limit decisions, by limit and outcome: allowed, limited, failed_open, failed_closed \
+                 (Redis down)",
+            ),
+            &["limit", "outcome"],
+        )
+        .expect("valid metric");
+        let unenforced = IntGaugeVec::new(
+            Opts::new("rate_limit_unenforced", "1 while a fail-open limit is waved through because Redis is down"),
+            &["limit"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(answers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_limits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(unenforced.clone()),
+            Box::new(answers.clone()),
             Box::new(speech_over_answers.clone()),
             Box::new(resumes.clone()),
             Box::new(reaped.clone()),
@@ -214,7 +232,22 @@ impl Metrics {
             reaped,
             speech_over_answers,
             resumes,
+            rate_limits,
+            unenforced,
         }
+    }
+
+    /// One rate-limit decision (`allowed`, `limited`, `failed_open`, `failed_closed`).
+    pub fn rate_limit_decision(&self, limit: &str, outcome: &str) {
+        self.rate_limits.with_label_values(&[limit, outcome]).inc();
+    }
+
+    /// Whether `limit` is being enforced; true when it just stopped being.
+    pub fn rate_limit_enforced(&self, limit: &str, enforced: bool) -> bool {
+        let gauge = self.unenforced.with_label_values(&[limit]);
+        let was_enforced = gauge.get() == 0;
+        gauge.set(i64::from(!enforced));
+        was_enforced && !enforced
     }
 
     pub fn session_opened(&self, transport: &str) {

@@ -23,6 +23,12 @@ pub enum ErrorCode {
     UserSessionLimit,
     Draining,
     Overloaded,
+    /// Over one of the user's or the tenant's allowances (`limit` names it); retry after
+    /// `retry_after_ms`.
+    RateLimited,
+    /// A limit that must be enforced (fail-closed) cannot be checked: its shared store is
+    /// down. Retry shortly.
+    LimiterUnavailable,
     Unauthorized,
     Forbidden,
     /// A manual that cannot be read (corrupt PDF, not text).
@@ -65,6 +71,8 @@ impl ErrorCode {
             ErrorCode::UserSessionLimit => "user_session_limit",
             ErrorCode::Draining => "draining",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimiterUnavailable => "limiter_unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidDocument => "invalid_document",
@@ -91,6 +99,8 @@ impl ErrorCode {
                 | ErrorCode::UserSessionLimit
                 | ErrorCode::Draining
                 | ErrorCode::Overloaded
+                | ErrorCode::RateLimited
+                | ErrorCode::LimiterUnavailable
                 | ErrorCode::ModelUnavailable
                 | ErrorCode::IdentityUnavailable
                 | ErrorCode::StoreUnavailable

@@ -503,6 +503,23 @@ pub struct ErrorBody {
     pub retryable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// For `rate_limited` and `limiter_unavailable`: which limit (`turns`, `audio_seconds`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
+/// What is left of one allowance, in `rate_limits.updated`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RateLimitInfo {
+    /// The limit: `turns`, `audio_seconds`, ...
+    pub name: String,
+    /// Whose allowance: `user` or `tenant`.
+    pub scope: String,
+    /// The allowance per period (for `audio_seconds`, seconds).
+    pub limit: u64,
+    pub remaining: u64,
+    /// Until the allowance is whole again.
+    pub reset_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -555,13 +572,22 @@ pub enum ServerEvent {
     GoingAway { reason: String, drain_ms: u64 },
     #[serde(rename = "error")]
     Error { error: ErrorBody },
+    /// What is left of the user's and the tenant's allowances, after each charge.
+    #[serde(rename = "rate_limits.updated")]
+    RateLimitsUpdated { rate_limits: Vec<RateLimitInfo> },
     #[serde(rename = "pong")]
     Pong,
 }
 
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { code, message: message.into(), retryable: code.retryable(), retry_after_ms: None }
+        ErrorBody { code, message: message.into(), retryable: code.retryable(), retry_after_ms: None, limit: None }
+    }
+
+    /// With when to retry (whole milliseconds, rounded up).
+    pub fn retry_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.retry_after_ms = after.map(|d| d.as_micros().div_ceil(1000) as u64);
+        self
     }
 }
 

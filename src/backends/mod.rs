@@ -29,6 +29,9 @@ pub struct BackendsConfig {
     pub cache: CacheBackend,
     /// Where dropped sessions wait to be resumed.
     pub sessions: SessionBackend,
+    /// Where rate-limit buckets live: `memory` (this process) or `redis` (shared, so
+    /// instances enforce one limit together).
+    pub limits: LimitsBackend,
     pub mongodb: MongoConfig,
     pub qdrant: QdrantConfig,
     pub redis: RedisConfig,
@@ -43,6 +46,7 @@ impl Default for BackendsConfig {
             vectors: VectorBackend::default(),
             cache: CacheBackend::default(),
             sessions: SessionBackend::default(),
+            limits: LimitsBackend::default(),
             mongodb: MongoConfig::default(),
             qdrant: QdrantConfig::default(),
             redis: RedisConfig::default(),
@@ -78,6 +82,14 @@ pub enum CacheBackend {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
     #[default]
     Memory,
     Redis,
@@ -158,12 +170,13 @@ pub struct BackendKinds {
     pub vectors: VectorBackend,
     pub cache: CacheBackend,
     pub sessions: SessionBackend,
+    pub limits: LimitsBackend,
 }
 
 /// One backend's state, as `/readyz` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendHealth {
-    /// Its role: `metadata`, `vectors`, `cache` or `sessions`.
+    /// Its role: `metadata`, `vectors`, `cache`, `sessions` or `limits`.
     pub role: &'static str,
     /// What serves it: `sqlite`, `mongodb`, `edge`, `qdrant`, `memory`, `redis`.
     pub kind: &'static str,
@@ -218,7 +231,9 @@ impl Backends {
                     .map_err(|e| anyhow::anyhow!("backends.qdrant ({}): {e}", config.qdrant.url))?,
             ),
         };
-        let wants_redis = config.cache == CacheBackend::Redis || config.sessions == SessionBackend::Redis;
+        let wants_redis = config.cache == CacheBackend::Redis
+            || config.sessions == SessionBackend::Redis
+            || config.limits == LimitsBackend::Redis;
         let redis = if wants_redis { Some(Arc::new(RedisLink::new(&config.redis)?)) } else { None };
         let shared_cache = redis.clone().filter(|_| config.cache == CacheBackend::Redis);
         let cache = Arc::new(TieredCache::new(MemoryCache::new(config.memory_cache_bytes), shared_cache));
@@ -227,10 +242,11 @@ impl Backends {
             vectors: config.vectors,
             cache: config.cache,
             sessions: config.sessions,
+            limits: config.limits,
         };
         tracing::info!(
             metadata = kinds.metadata.as_str(), vectors = kinds.vectors.as_str(), cache = ?kinds.cache,
-            sessions = ?kinds.sessions, "backends open"
+            sessions = ?kinds.sessions, limits = ?kinds.limits, "backends open"
         );
         Ok(Self { kinds, store, index, cache, redis })
     }
@@ -259,6 +275,7 @@ impl Backends {
         for (role, on_redis) in [
             ("cache", self.kinds.cache == CacheBackend::Redis),
             ("sessions", self.kinds.sessions == SessionBackend::Redis),
+            ("limits", self.kinds.limits == LimitsBackend::Redis),
         ] {
             all.push(match (&redis, on_redis) {
                 (Some(r), true) => BackendHealth { role, ..r.clone() },

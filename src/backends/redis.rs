@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue};
+use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
 
 use super::RedisConfig;
 use crate::metrics;
@@ -51,10 +51,23 @@ impl RedisLink {
 
     /// Runs one command, unless Redis is known to be down.
     pub async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisDown> {
-        if self.down_until.lock().map(|d| d.is_some_and(|t| Instant::now() < t)).unwrap_or(false) {
+        if self.is_skipped() {
             return Err(RedisDown::Skipped);
         }
         self.exec(cmd).await
+    }
+
+    /// Runs a Lua script (EVALSHA, loading it on first use), unless Redis is known to be down.
+    pub async fn invoke<T: FromRedisValue>(&self, script: &ScriptInvocation<'_>) -> Result<T, RedisDown> {
+        if self.is_skipped() {
+            return Err(RedisDown::Skipped);
+        }
+        let mut conn = self.manager.clone();
+        self.bounded(script.invoke_async(&mut conn)).await
+    }
+
+    fn is_skipped(&self) -> bool {
+        self.down_until.lock().map(|d| d.is_some_and(|t| Instant::now() < t)).unwrap_or(false)
     }
 
     /// A PING, whatever the down window says: readiness always asks Redis itself.
@@ -66,8 +79,13 @@ impl RedisLink {
 
     async fn exec<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisDown> {
         let mut conn = self.manager.clone();
+        self.bounded(cmd.query_async::<T>(&mut conn)).await
+    }
+
+    /// Waits `timeout` at most for one command, and follows whether Redis answers.
+    async fn bounded<T>(&self, command: impl Future<Output = RedisResult<T>>) -> Result<T, RedisDown> {
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+        let result = match tokio::time::timeout(self.timeout, command).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(RedisDown::Failed(e.to_string())),
             Err(_) => Err(RedisDown::Failed(format!("no answer within {} ms", self.timeout.as_millis()))),
@@ -85,7 +103,7 @@ impl RedisLink {
     fn mark_up(&self) {
         let Ok(mut down) = self.down_until.lock() else { return };
         if down.take().is_some() {
-            tracing::info!("redis is back; the shared cache and session store are in use again");
+            tracing::info!("redis is back; the shared cache, session store and limits are in use again");
             metrics::backend_up("redis", true);
         }
     }

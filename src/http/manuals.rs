@@ -28,10 +28,12 @@ use super::paging;
 use crate::app::App;
 use crate::auth::{Action, Claims};
 use crate::error::{AppError, ErrorResponse};
+use crate::limits::Limit;
 use crate::pipeline::turn::lookup;
 use crate::rag::RagError;
 use crate::rag::ingest::{Accepted, NewManual, inspect};
 use crate::store::{Job, Manual, ManualFilter};
+use crate::workers::fair;
 
 type Api<T> = Result<T, AppError>;
 
@@ -151,6 +153,8 @@ async fn small_text(mut field: Field<'_>, name: &str, max: usize) -> Api<String>
         (status = 413, description = "Over the size or page limit", body = ErrorResponse),
         (status = 415, description = "Not a PDF, HTML, Markdown or text file", body = ErrorResponse),
         (status = 422, description = "Unreadable: corrupt, or no text at all", body = ErrorResponse),
+        (status = 429, description = "Over the uploads limit (`Retry-After` says when to retry)", body = ErrorResponse),
+        (status = 503, description = "The uploads limit cannot be checked while Redis is down", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]
@@ -160,6 +164,8 @@ pub async fn upload(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Api<Response> {
     let claims = caller(&app, &headers, Action::ManageManuals).await?;
+    // Before the body is read: a refused upload costs the server nothing.
+    app.limits.charge(Limit::Uploads, &claims, 1).await?;
     let mut multipart = multipart.map_err(multipart_error)?;
     let limits = app.config.ingest.clone();
     let uploads = app.config.data.dir.join(SPOOL_DIR);
@@ -480,6 +486,7 @@ pub struct SearchResults {
     responses(
         (status = 200, description = "What a voice turn would find", body = SearchResults),
         (status = 400, description = "No question, or an unknown pipeline", body = ErrorResponse),
+        (status = 429, description = "Over the searches limit (`Retry-After` says when to retry)", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]
@@ -489,6 +496,7 @@ pub async fn search(
     body: Result<Json<SearchRequest>, JsonRejection>,
 ) -> Api<Json<SearchResults>> {
     let claims = caller(&app, &headers, Action::ReadManuals).await?;
+    app.limits.charge(Limit::Searches, &claims, 1).await?;
     let Json(req) = body.map_err(|e| AppError::BadRequest(e.body_text()))?;
     if req.question.trim().is_empty() {
         return Err(AppError::BadRequest("question is empty".into()));
@@ -497,8 +505,8 @@ pub async fn search(
         .pipelines
         .get(req.pipeline.as_deref())
         .ok_or_else(|| AppError::BadRequest(format!("unknown pipeline {:?}", req.pipeline.unwrap_or_default())))?;
-    let (passages, evidence, _) =
-        lookup(&app.kb, &claims.tenant, req.equipment.as_deref(), req.question.trim(), &pipeline).await?;
+    let found = lookup(&app.kb, &claims.tenant, req.equipment.as_deref(), req.question.trim(), &pipeline);
+    let (passages, evidence, _) = fair::on_behalf_of(&claims.tenant, found).await?;
     Ok(Json(SearchResults {
         passages: passages
             .into_iter()

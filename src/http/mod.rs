@@ -52,7 +52,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
-    let limits = server::Limits::from_config(&app.config.server);
+    let limits = server::Limits::from_config(&app.config.server, &app.config.limits);
     let grace = limits.grace;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -15,7 +15,9 @@ use super::server::Connection;
 use crate::app::App;
 use crate::auth::Action;
 use crate::error::AppError;
+use crate::limits::Limit;
 use crate::session::dialect::Dialect;
+use crate::session::manager::Holder;
 use crate::session::websocket;
 
 pub async fn upgrade(
@@ -38,6 +40,12 @@ pub async fn upgrade(
             return AppError::from(e).into_response();
         }
     };
+    // A client reconnecting in a loop is refused before it costs anything more.
+    if let Err(refusal) = app.limits.charge(Limit::SessionOpens, &claims, 1).await {
+        let e = AppError::from(refusal);
+        app.metrics.error(e.code());
+        return e.into_response();
+    }
     // A resume is checked before a slot is taken: a refused one holds nothing.
     let resumed = match query.get("resume") {
         None => None,
@@ -61,9 +69,11 @@ pub async fn upgrade(
             }
         }
     };
+    let holder =
+        Holder { tenant: &claims.tenant, user: &claims.sub, max_per_user: app.limits.config().sessions(&claims) };
     let registered = match &resumed {
-        Some(state) => app.sessions.register_as(state.session_id, &claims.tenant, &claims.sub, websocket::TRANSPORT),
-        None => app.sessions.register(&claims.tenant, &claims.sub, websocket::TRANSPORT),
+        Some(state) => app.sessions.register_as(state.session_id, holder, websocket::TRANSPORT),
+        None => app.sessions.register(holder, websocket::TRANSPORT),
     };
     let guard = match registered {
         Ok(g) => g,

@@ -1,6 +1,6 @@
 //! Accepting connections: HTTP/1 with a deadline on every phase before a client is
-//! authenticated, a cap on unauthenticated connections per source address, and a
-//! shutdown that always ends within the grace period.
+//! authenticated, a rate of connection attempts and a cap on unauthenticated connections
+//! per source address, and a shutdown that always ends within the grace period.
 //!
 //! `axum::serve` gives hyper no timer, so a socket that sends half a request, nothing, or
 //! idles after a response would hold its file descriptor forever. Here each connection is
@@ -35,6 +35,9 @@ use tokio::time::{Instant, sleep};
 use tower_service::Service as _;
 
 use crate::config::ServerConfig;
+use crate::error::retry_after_secs;
+use crate::limits::local::LocalLimiter;
+use crate::limits::{Bucket, LimitsConfig, Rate};
 use crate::metrics::Metrics;
 
 /// A request still sending its head when shutdown starts gets this long to finish.
@@ -54,6 +57,8 @@ pub enum Reaped {
     HeaderRead,
     /// The source address already had `max_unauthenticated_per_ip` connections.
     PerIpCap,
+    /// The source address is over `limits.connection_attempts` (answered 429).
+    AttemptRate,
     /// Still open when shutdown's grace period ended.
     Shutdown,
 }
@@ -65,6 +70,7 @@ impl Reaped {
             Reaped::KeepAlive => "keep_alive_timeout",
             Reaped::HeaderRead => "header_read_timeout",
             Reaped::PerIpCap => "per_ip_cap",
+            Reaped::AttemptRate => "connection_attempts",
             Reaped::Shutdown => "shutdown",
         }
     }
@@ -77,16 +83,19 @@ pub struct Limits {
     pub header_read: Duration,
     pub keep_alive: Duration,
     pub max_unauthenticated_per_ip: usize,
+    /// Connections one address may open per period, before any token is read.
+    pub connection_attempts: Option<Rate>,
     pub grace: Duration,
 }
 
 impl Limits {
-    pub fn from_config(server: &ServerConfig) -> Self {
+    pub fn from_config(server: &ServerConfig, limits: &LimitsConfig) -> Self {
         Self {
             handshake: Duration::from_millis(server.handshake_timeout_ms),
             header_read: Duration::from_millis(server.header_read_timeout_ms),
             keep_alive: Duration::from_millis(server.keep_alive_timeout_ms),
             max_unauthenticated_per_ip: server.max_unauthenticated_per_ip,
+            connection_attempts: limits.connection_attempts,
             grace: Duration::from_millis(server.shutdown_grace_ms),
         }
     }
@@ -189,6 +198,7 @@ pub async fn accept(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read).max_buf_size(MAX_HEAD_BYTES);
     let unauthenticated = Arc::new(Unauthenticated { by_ip: DashMap::new(), max: limits.max_unauthenticated_per_ip });
+    let attempts = LocalLimiter::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Arc::new(limits);
     let mut connections = JoinSet::new();
@@ -208,6 +218,13 @@ pub async fn accept(
                         continue;
                     }
                 };
+                if let Some(retry_after) = limits.connection_attempts.and_then(|rate| attempted(&attempts, peer.ip(), rate)) {
+                    metrics.connection_reaped(Reaped::AttemptRate.as_str());
+                    metrics.rate_limit_decision(Reaped::AttemptRate.as_str(), "limited");
+                    tracing::debug!(%peer, "too many connection attempts from this address");
+                    refuse_attempt(&stream, retry_after);
+                    continue;
+                }
                 let Some(permit) = unauthenticated.admit(peer.ip().to_canonical()) else {
                     metrics.connection_reaped(Reaped::PerIpCap.as_str());
                     tracing::debug!(%peer, "too many unauthenticated connections from this address");
@@ -232,6 +249,26 @@ pub async fn accept(
         tracing::warn!(connections = connections.len(), "grace period over; closing remaining connections");
         connections.shutdown().await;
     }
+}
+
+/// Charges one connection attempt to `ip`; when it is over its rate, how long until not.
+fn attempted(attempts: &LocalLimiter, ip: IpAddr, rate: Rate) -> Option<Duration> {
+    let bucket = Bucket { key: ip.to_canonical().to_string(), rate };
+    let decision = attempts.charge(std::slice::from_ref(&bucket), 1);
+    decision.refused_by.map(|_| decision.buckets[0].retry_after)
+}
+
+/// Answers an attempt over the rate with a bare 429 (no request is read, nothing is
+/// waited for: a write that would block is skipped) and closes it.
+fn refuse_attempt(stream: &TcpStream, retry_after: Duration) {
+    let body = r#"{"error":"rate_limited","limit":"connection_attempts","retryable":true}"#;
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        retry_after_secs(retry_after),
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -98,7 +98,7 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
                 SttKind::Whisper => {
                     let model = profile.stt.model;
                     let dir = paths.whisper_dir(model.dir())?;
-                    let pool = WorkerPool::spawn(model.pool(), w.stt, w.queue_depth, move |_| Whisper::load(&dir))?;
+                    let pool = WorkerPool::spawn(model.pool(), w.stt, w.into(), move |_| Whisper::load(&dir))?;
                     SttProvider::Whisper(pool)
                 }
                 SttKind::Openai => {
@@ -122,12 +122,12 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
             let provider = match profile.tts.provider {
                 TtsKind::Piper => {
                     let paths = paths.clone();
-                    TtsProvider::Piper(WorkerPool::spawn("tts", w.tts, w.queue_depth, move |_| {
+                    TtsProvider::Piper(WorkerPool::spawn("tts", w.tts, w.into(), move |_| {
                         PiperVoice::load(&paths, threads)
                     })?)
                 }
                 TtsKind::Espeak => {
-                    TtsProvider::Espeak(WorkerPool::spawn("tts-espeak", w.tts, w.queue_depth, |_| EspeakVoice::load())?)
+                    TtsProvider::Espeak(WorkerPool::spawn("tts-espeak", w.tts, w.into(), |_| EspeakVoice::load())?)
                 }
                 TtsKind::Openai => {
                     let t = &profile.tts;
@@ -157,7 +157,7 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
                 None => {
                     let gguf = paths.smollm2_gguf()?;
                     let pool =
-                        WorkerPool::spawn(engine.pool(), w.llm, w.queue_depth, move |_| LocalLlm::load(&gguf, engine))?;
+                        WorkerPool::spawn(engine.pool(), w.llm, w.into(), move |_| LocalLlm::load(&gguf, engine))?;
                     let provider = Arc::new(LlmProvider::Local(pool));
                     shared.local_llm.insert(engine, provider.clone());
                     provider

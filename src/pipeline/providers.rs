@@ -177,11 +177,18 @@ impl LlmProvider {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+    use crate::workers::MIN_RETRY;
 
     #[test]
     fn a_full_queue_is_overloaded_not_a_broken_model() {
-        assert_eq!(StageError::Pool(PoolError::Overloaded("stt")).code(), ErrorCode::Overloaded);
-        assert_eq!(StageError::Llm(LlmError::Pool(PoolError::Overloaded("llm"))).code(), ErrorCode::Overloaded);
+        assert_eq!(
+            StageError::Pool(PoolError::Overloaded { pool: "stt", retry_after: MIN_RETRY }).code(),
+            ErrorCode::Overloaded
+        );
+        assert_eq!(
+            StageError::Llm(LlmError::Pool(PoolError::Overloaded { pool: "llm", retry_after: MIN_RETRY })).code(),
+            ErrorCode::Overloaded
+        );
         assert_eq!(StageError::Pool(PoolError::Stopped("stt")).code(), ErrorCode::ModelUnavailable);
         assert_eq!(StageError::Llm(LlmError::Provider("503".into())).code(), ErrorCode::ModelUnavailable);
     }

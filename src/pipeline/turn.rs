@@ -5,13 +5,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 
 use super::Pipeline;
 use super::cancel::Cancel;
 use super::followup;
 use super::profile::{Profile, Rewrite};
-use super::providers::StageError;
+use super::providers::{Speech, StageError, TtsProvider};
 use crate::audio::pcm::{encode_pcm16, rms_dbfs};
 use crate::audio::resample::resample;
 use crate::error::ErrorCode;
@@ -31,7 +33,7 @@ use crate::session::protocol::{
 };
 use crate::store::TurnEntry;
 use crate::voice::sentences::SentenceSplitter;
-use crate::workers::PoolError;
+use crate::workers::{PoolError, fair};
 
 /// Output audio is sent in frames of this many milliseconds.
 const AUDIO_FRAME_MS: usize = 100;
@@ -194,7 +196,7 @@ fn record(
         audio_out_secs: ctx.playback.sent_us() as f64 / 1e6,
     };
     let store = ctx.kb.store.clone();
-    tokio::spawn(async move {
+    fair::spawn(async move {
         if let Err(e) = store.record_turn(&entry).await {
             tracing::warn!(error = %e, turn = %entry.id, "turn not recorded");
         }
@@ -251,7 +253,7 @@ async fn respond(ctx: &TurnContext, question: &str, ended_at: Instant, timings: 
         }
         Err(e) => {
             tracing::warn!(error = %e, "retrieval failed");
-            let error = fail(ctx, e.code(), "searching the manuals failed").await;
+            let error = fail(ctx, e.code(), e.retry_after(), "searching the manuals failed").await;
             let text = apologise(ctx, ended_at, timings).await;
             return Outcome::failed(text, error);
         }
@@ -382,7 +384,7 @@ async fn transcript(
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "transcription failed");
-            let error = fail(ctx, e.code(), "speech recognition failed").await;
+            let error = fail(ctx, e.code(), e.retry_after(), "speech recognition failed").await;
             ctx.metrics.turn_finished("failed");
             record(ctx, ResponseStatus::Failed, Some(error.code.as_str().to_string()), "", "", timings);
             return None;
@@ -400,9 +402,9 @@ async fn transcript(
 }
 
 /// Reports a failure as an `error` event; returns it for the `response.done` that follows.
-async fn fail(ctx: &TurnContext, code: ErrorCode, message: &str) -> ErrorBody {
+async fn fail(ctx: &TurnContext, code: ErrorCode, retry_after: Option<Duration>, message: &str) -> ErrorBody {
     ctx.metrics.error(code);
-    let error = ErrorBody::new(code, message);
+    let error = ErrorBody::new(code, message).retry_after(retry_after);
     ctx.send(ServerEvent::Error { error: error.clone() }).await;
     error
 }
@@ -465,7 +467,7 @@ async fn answer(
     let profile = &ctx.pipeline.profile;
     let llm_started = Instant::now();
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(16);
-    let speaker = tokio::spawn(speak(SpeakContext::of(ctx), sentence_rx));
+    let speaker = fair::spawn(speak(SpeakContext::of(ctx), sentence_rx));
     let mut said = Said::new(ctx, &sentence_tx);
 
     let mut llm_error = None;
@@ -524,17 +526,17 @@ async fn answer(
         Ok(Ok(None)) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "speech synthesis failed");
-            let error = fail(ctx, e.code(), "speech synthesis failed").await;
+            let error = fail(ctx, e.code(), e.retry_after(), "speech synthesis failed").await;
             return (Outcome::failed(text, error), cited);
         }
         Err(e) => {
             tracing::error!(error = %e, "speech task stopped");
-            let error = fail(ctx, ErrorCode::Internal, "speech synthesis stopped").await;
+            let error = fail(ctx, ErrorCode::Internal, None, "speech synthesis stopped").await;
             return (Outcome::failed(text, error), cited);
         }
     }
     if let Some(e) = llm_error.filter(|_| text.is_empty()) {
-        let error = fail(ctx, e.code(), "answer generation failed").await;
+        let error = fail(ctx, e.code(), e.retry_after(), "answer generation failed").await;
         return (Outcome::failed(text, error), cited);
     }
     (Outcome { status: ResponseStatus::Completed, text, error: None }, cited)
@@ -605,7 +607,7 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
         let llm = ctx.pipeline.llm.clone();
         let cancel = ctx.cancel.flag();
         let req = req.clone();
-        tokio::spawn(async move { llm.stream(req, text_tx, cancel).await })
+        fair::spawn(async move { llm.stream(req, text_tx, cancel).await })
     };
     let mut sources: Vec<String> = req.evidence.iter().map(|e| e.sentence.clone()).collect();
     sources.extend(req.passages.iter().map(source_label));
@@ -661,8 +663,13 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     (AnswerKind::Generated, llm_error)
 }
 
+/// Sentences synthesizing at once per turn: the one being sent and the next.
+const SYNTHESIS_AHEAD: usize = 2;
+
+type Synthesis = std::pin::Pin<Box<dyn Future<Output = Result<Speech, StageError>> + Send>>;
+
 struct SpeakContext {
-    tts: Arc<super::providers::TtsProvider>,
+    tts: Arc<TtsProvider>,
     out: Outbox,
     cancel: Cancel,
     audio_seq: u64,
@@ -691,7 +698,7 @@ const APOLOGY: &str = "Sorry, I can't reach the manuals right now. Please ask ag
 /// Says the apology (text and speech) after a failure; returns what was said.
 async fn apologise(ctx: &TurnContext, ended_at: Instant, timings: &mut Timings) -> String {
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(1);
-    let speaker = tokio::spawn(speak(SpeakContext::of(ctx), sentence_rx));
+    let speaker = fair::spawn(speak(SpeakContext::of(ctx), sentence_rx));
     let mut said = Said::new(ctx, &sentence_tx);
     said.say(APOLOGY).await;
     said.finish().await;
@@ -705,15 +712,34 @@ async fn apologise(ctx: &TurnContext, ended_at: Instant, timings: &mut Timings) 
 }
 
 /// Speaks sentences in order; returns when the first audio frame was queued.
-async fn speak(
-    ctx: SpeakContext,
-    mut sentences: mpsc::Receiver<String>,
-) -> Result<Option<Instant>, super::providers::StageError> {
+async fn speak(ctx: SpeakContext, mut sentences: mpsc::Receiver<String>) -> Result<Option<Instant>, StageError> {
     let mut first_audio = None;
     let mut pcm = Vec::new();
-    while let Some(sentence) = sentences.recv().await {
-        // A sentence waiting for a speech worker is dropped unsynthesized on cancel.
-        let Some(speech) = ctx.cancel.unless_cancelled(ctx.tts.synthesize(sentence)).await else {
+    let mut ahead: FuturesOrdered<Synthesis> = FuturesOrdered::new();
+    let mut writing = true;
+    loop {
+        // Sentences are queued for synthesis as soon as they are written, in order, while
+        // the one before is still synthesizing: a turn's speech jobs then wait side by side
+        // in its tenant's backlog, and another tenant's cannot slip in between them (see
+        // `workers::fair`).
+        let next = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    more = sentences.recv(), if writing && ahead.len() < SYNTHESIS_AHEAD => match more {
+                        Some(sentence) => {
+                            let tts = ctx.tts.clone();
+                            ahead.push_back(Box::pin(async move { tts.synthesize(sentence).await }));
+                        }
+                        None => writing = false,
+                    },
+                    speech = ahead.next(), if !ahead.is_empty() => return speech,
+                    else => return None,
+                }
+            }
+        };
+        // Sentences still waiting for a speech worker are dropped unsynthesized on cancel.
+        let Some(Some(speech)) = ctx.cancel.unless_cancelled(next).await else {
             break;
         };
         let speech = speech?;

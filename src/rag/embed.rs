@@ -12,7 +12,7 @@ use super::RagError;
 use crate::cache::{Cache, EMBEDDING_TTL};
 use crate::models::{ModelError, ModelPaths, onnx_environment};
 use crate::vector::DIMENSIONS;
-use crate::workers::{Priority, WorkerPool};
+use crate::workers::{Priority, QueueBounds, WorkerPool};
 
 pub const MODEL_NAME: &str = "all-minilm-l6-v2-int8";
 /// Chunks embedded per inference call during ingest: small, because a live query that
@@ -57,7 +57,7 @@ impl Embedder {
         paths: &ModelPaths,
         workers: usize,
         threads: usize,
-        queue: usize,
+        queue: QueueBounds,
         cache: Arc<dyn Cache>,
     ) -> Result<Self, ModelError> {
         let paths = paths.clone();
@@ -164,7 +164,7 @@ mod tests {
     async fn real_embeddings_rank_by_meaning_and_cache() {
         let paths = ModelPaths::new(ModelPaths::default_root());
         let cache = Arc::new(MemoryCache::new(1 << 20));
-        let embedder = Embedder::spawn(&paths, 1, 1, 8, cache.clone()).unwrap();
+        let embedder = Embedder::spawn(&paths, 1, 1, QueueBounds::depth(8), cache.clone()).unwrap();
         let q = embedder.embed_query("acme", "what torque for the compressor head bolts").await.unwrap();
         assert_eq!(q.len(), DIMENSIONS);
         assert_eq!(cache.len(), 1);

@@ -21,14 +21,15 @@ use super::history::{Exchange, History, heard_part};
 use super::interruption::{Verdict, judge};
 use super::playback::Playback;
 use super::protocol::{
-    AudioFormat, ClientEvent, ItemInfo, ItemRole, ItemText, ResponseStatus, ServerEvent, ServerVad, SessionInfo,
-    SessionLimits, SessionUpdate, Timings, TurnDetection, answer_item_id,
+    AudioFormat, ClientEvent, ErrorBody, ItemInfo, ItemRole, ItemText, ResponseStatus, ServerEvent, ServerVad,
+    SessionInfo, SessionLimits, SessionUpdate, Timings, TurnDetection, answer_item_id,
 };
 use super::resume::ResumeState;
 use crate::app::App;
 use crate::audio::pcm::rms_dbfs;
 use crate::auth::Claims;
 use crate::error::ErrorCode;
+use crate::limits::{Limit, Refusal};
 use crate::metrics::Stage;
 use crate::pipeline::Pipeline;
 use crate::pipeline::cancel::Cancel;
@@ -37,6 +38,7 @@ use crate::pipeline::turn::{self, Question, SttTask, TurnContext, TurnRecord, tr
 use crate::voice::endpoint::{Endpoint, EndpointConfig};
 use crate::voice::input::VoiceInput;
 use crate::voice::vad::WINDOW;
+use crate::workers::fair;
 
 /// How long after a frame plays its echo may still arrive (network, the client's jitter
 /// buffer, the room).
@@ -144,6 +146,8 @@ pub struct Session {
     history: History,
     /// Seconds of the last utterance committed as a question.
     heard_secs: f64,
+    /// Over the audio allowance until then: speech is not transcribed ahead of its end.
+    audio_refused_until: Option<Instant>,
 }
 
 impl Session {
@@ -179,6 +183,7 @@ impl Session {
             next_seq: 1,
             history: History::default(),
             heard_secs: 0.0,
+            audio_refused_until: None,
         };
         let resuming = resumed.is_some();
         let unfinished = resumed.and_then(|state| s.restore(state));
@@ -635,7 +640,7 @@ impl Session {
         let candidate = c.id;
         let pipeline = self.pipeline.clone();
         let signals = self.signals.clone();
-        let task = tokio::spawn(async move {
+        let task = fair::spawn(async move {
             let transcript = match pipeline.stt.transcribe_draft(utterance).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -672,7 +677,7 @@ impl Session {
             let into = self.turn.as_ref().and_then(|t| t.playback.first_audio()).map(|t| t.elapsed());
             let wait = CALIBRATE_UNTIL.saturating_sub(into.unwrap_or_default()) + Duration::from_millis(50);
             let signals = self.signals.clone();
-            tokio::spawn(async move {
+            fair::spawn(async move {
                 tokio::time::sleep(wait).await;
                 let _ = signals.send(Signal::Recheck { candidate }).await;
             });
@@ -696,8 +701,10 @@ impl Session {
         if let Some(audio_end_ms) = c.ended.take() {
             self.heard_secs = audio_end_ms.saturating_sub(c.audio_start_ms) as f64 / 1000.0;
             // The whole question was heard already: its transcript is the question.
-            let heard: SttTask = tokio::spawn(async move { Ok(transcript) });
-            self.commit_question(Some(audio_end_ms), Question::Transcribing(heard)).await;
+            if self.admit_audio(Some(audio_end_ms)).await {
+                let heard: SttTask = fair::spawn(async move { Ok(transcript) });
+                self.commit_question(Some(audio_end_ms), Question::Transcribing(heard)).await;
+            }
         }
     }
 
@@ -733,6 +740,9 @@ impl Session {
     /// searching what it heard, so the turn finds both done if the user stays silent.
     fn speculate(&mut self, utterance: Vec<f32>) {
         self.drop_speculation();
+        if self.audio_refused_until.is_some_and(|t| Instant::now() < t) {
+            return; // its end will be refused too: transcribing it would be wasted work
+        }
         let partial = self.speaking.clone().filter(|_| self.pipeline.profile.conversation.partial_transcripts);
         let prepare = Prepare {
             kb: self.app.kb.clone(),
@@ -756,7 +766,7 @@ impl Session {
         let kb = self.app.kb.clone();
         let tenant = self.claims.tenant.clone();
         let out = self.out.clone();
-        tokio::spawn(async move {
+        fair::spawn(async move {
             let hint = transcription_hint(&kb, &tenant, &pipeline).await;
             let heard = pipeline.stt.transcribe(utterance, hint).await;
             if let (Ok(text), Some((item_id, sent))) = (&heard, partial)
@@ -784,6 +794,10 @@ impl Session {
     /// covered exactly this utterance (the user stayed silent after the pause).
     async fn utterance_ended(&mut self, audio_end_ms: Option<u64>, utterance: Vec<f32>) {
         self.heard_secs = utterance.len() as f64 / f64::from(crate::voice::vad::SAMPLE_RATE);
+        if !self.admit_audio(audio_end_ms).await {
+            self.drop_speculation();
+            return;
+        }
         let transcription = match self.speculation.take() {
             Some((len, task)) if len == utterance.len() => task,
             other => {
@@ -794,6 +808,52 @@ impl Session {
             }
         };
         self.commit_question(audio_end_ms, Question::Transcribing(transcription)).await;
+    }
+
+    /// Charges the utterance just heard (`heard_secs`) to the audio allowance. Refused, it
+    /// is not transcribed: the speech ends there, with the error saying when to retry.
+    async fn admit_audio(&mut self, audio_end_ms: Option<u64>) -> bool {
+        let heard_ms = (self.heard_secs * 1000.0).round() as u64;
+        if self.admit(Limit::AudioSeconds, heard_ms).await {
+            return true;
+        }
+        if let Some(audio_end_ms) = audio_end_ms {
+            self.send(ServerEvent::SpeechStopped { audio_end_ms }).await;
+        }
+        self.speaking = None;
+        false
+    }
+
+    /// Charges `cost` to the user's and tenant's allowance of `limit`. Sends what is left
+    /// (`rate_limits.updated`); refused, also the `error` saying which limit and when to
+    /// retry. The session stays open either way.
+    async fn admit(&mut self, limit: Limit, cost: u64) -> bool {
+        match self.app.limits.charge(limit, &self.claims, cost).await {
+            Ok(standing) => {
+                if limit == Limit::AudioSeconds {
+                    self.audio_refused_until = None;
+                }
+                if !standing.is_empty() {
+                    self.send(ServerEvent::RateLimitsUpdated { rate_limits: standing }).await;
+                }
+                true
+            }
+            Err(refusal) => {
+                let code = ErrorCode::from(&refusal);
+                self.app.metrics.error(code);
+                let retry_after = refusal.retry_after();
+                if limit == Limit::AudioSeconds {
+                    self.audio_refused_until = Some(Instant::now() + retry_after);
+                }
+                let mut error = ErrorBody::new(code, refusal.to_string()).retry_after(Some(retry_after));
+                error.limit = Some(limit.as_str().into());
+                self.send(ServerEvent::Error { error }).await;
+                if let Refusal::Limited { standing, .. } = refusal {
+                    self.send(ServerEvent::RateLimitsUpdated { rate_limits: standing }).await;
+                }
+                false
+            }
+        }
     }
 
     /// The utterance becomes a user item, answered now or on `response.create`.
@@ -823,6 +883,12 @@ impl Session {
     }
 
     async fn start_turn(&mut self, item_id: String, question: Question) {
+        if !self.admit(Limit::Turns, 1).await {
+            if let Question::Transcribing(task) = question {
+                task.abort();
+            }
+            return; // the answer playing, if any, plays on
+        }
         self.cancel_turn().await;
         self.candidate = None;
         let ended_at = Instant::now();
@@ -857,7 +923,7 @@ impl Session {
             record: record.clone(),
         };
         let done = self.signals.clone();
-        tokio::spawn(async move {
+        fair::spawn(async move {
             turn::run(ctx, question, ended_at).await;
             let _ = done.send(Signal::TurnDone(seq)).await;
         });

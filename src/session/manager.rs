@@ -32,9 +32,16 @@ struct Inner {
     max: usize,
     /// Open sessions per (tenant, user), for the per-user cap; absent means none.
     per_user: DashMap<(String, String), usize>,
-    max_per_user: usize,
     metrics: Metrics,
     drain: watch::Sender<bool>,
+}
+
+/// Who opens a session, and how many that user may hold at once (`limits.<role>.sessions`).
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub tenant: &'a str,
+    pub user: &'a str,
+    pub max_per_user: usize,
 }
 
 /// Registration of one session; unregisters when dropped, however the session ends.
@@ -58,14 +65,13 @@ impl Drop for SessionGuard {
 }
 
 impl SessionManager {
-    pub fn new(max: usize, max_per_user: usize, metrics: Metrics) -> Self {
+    pub fn new(max: usize, metrics: Metrics) -> Self {
         let (drain, _) = watch::channel(false);
         let inner = Inner {
             sessions: DashMap::new(),
             count: AtomicUsize::new(0),
             max,
             per_user: DashMap::new(),
-            max_per_user,
             metrics,
             drain,
         };
@@ -74,18 +80,13 @@ impl SessionManager {
 
     /// Reserves a slot, or refuses when the server is draining, full, or the user
     /// already holds `max_per_user` sessions (one user cannot take every slot).
-    pub fn register(&self, tenant: &str, user: &str, transport: &'static str) -> Result<SessionGuard, AppError> {
-        self.register_as(Uuid::new_v4(), tenant, user, transport)
+    pub fn register(&self, who: Holder<'_>, transport: &'static str) -> Result<SessionGuard, AppError> {
+        self.register_as(Uuid::new_v4(), who, transport)
     }
 
     /// [`register`](Self::register) under a known id (a resumed session keeps its own).
-    pub fn register_as(
-        &self,
-        id: Uuid,
-        tenant: &str,
-        user: &str,
-        transport: &'static str,
-    ) -> Result<SessionGuard, AppError> {
+    pub fn register_as(&self, id: Uuid, who: Holder<'_>, transport: &'static str) -> Result<SessionGuard, AppError> {
+        let Holder { tenant, user, max_per_user } = who;
         if self.is_draining() {
             return Err(AppError::Draining);
         }
@@ -96,10 +97,10 @@ impl SessionManager {
         }
         {
             let mut open = inner.per_user.entry((tenant.to_string(), user.to_string())).or_insert(0);
-            if *open >= inner.max_per_user {
+            if *open >= max_per_user {
                 drop(open);
                 inner.count.fetch_sub(1, Ordering::AcqRel);
-                return Err(AppError::UserSessionLimit(inner.max_per_user));
+                return Err(AppError::UserSessionLimit(max_per_user));
             }
             *open += 1;
         }
@@ -145,34 +146,36 @@ mod tests {
 
     #[tokio::test]
     async fn enforces_the_cap_and_unregisters_on_drop() {
-        let m = SessionManager::new(2, 8, Metrics::new());
-        let a = m.register("t", "u", "websocket").unwrap();
-        let _b = m.register("t", "u", "websocket").unwrap();
-        assert!(matches!(m.register("t", "u", "websocket"), Err(AppError::SessionLimit(2))));
+        let m = SessionManager::new(2, Metrics::new());
+        let u = Holder { tenant: "t", user: "u", max_per_user: 8 };
+        let a = m.register(u, "websocket").unwrap();
+        let _b = m.register(u, "websocket").unwrap();
+        assert!(matches!(m.register(u, "websocket"), Err(AppError::SessionLimit(2))));
         assert_eq!(m.get(&a.id).unwrap().tenant, "t");
         let id = a.id;
         drop(a);
         assert!(m.get(&id).is_none());
         assert_eq!(m.count(), 1);
-        let _c = m.register("t", "u", "websocket").unwrap();
+        let _c = m.register(u, "websocket").unwrap();
 
         let mut signal = m.drain_signal();
         let remaining = m.drain(Duration::from_millis(100)).await;
         assert_eq!(remaining, 2);
         assert!(*signal.borrow_and_update());
-        assert!(matches!(m.register("t", "u", "websocket"), Err(AppError::Draining)), "no new sessions while draining");
+        assert!(matches!(m.register(u, "websocket"), Err(AppError::Draining)), "no new sessions while draining");
     }
 
     #[test]
     fn one_user_cannot_take_every_slot() {
-        let m = SessionManager::new(10, 2, Metrics::new());
-        let a = m.register("acme", "tech-1", "websocket").unwrap();
-        let _b = m.register("acme", "tech-1", "websocket").unwrap();
-        assert!(matches!(m.register("acme", "tech-1", "websocket"), Err(AppError::UserSessionLimit(2))));
+        let m = SessionManager::new(10, Metrics::new());
+        let tech = Holder { tenant: "acme", user: "tech-1", max_per_user: 2 };
+        let a = m.register(tech, "websocket").unwrap();
+        let _b = m.register(tech, "websocket").unwrap();
+        assert!(matches!(m.register(tech, "websocket"), Err(AppError::UserSessionLimit(2))));
         // The same user name in another tenant is another user.
-        let _c = m.register("globex", "tech-1", "websocket").unwrap();
+        let _c = m.register(Holder { tenant: "globex", ..tech }, "websocket").unwrap();
         assert_eq!(m.count(), 3, "a refused session holds no slot");
         drop(a);
-        let _d = m.register("acme", "tech-1", "websocket").unwrap();
+        let _d = m.register(tech, "websocket").unwrap();
     }
 }

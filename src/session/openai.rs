@@ -198,10 +198,12 @@ pub fn encode(native: &ServerEvent) -> Vec<String> {
                 "error",
                 json!({ "error": {
                     "type": kind, "code": error.code, "message": error.message, "param": null,
-                    "retryable": error.retryable, "retry_after_ms": error.retry_after_ms,
+                    "retryable": error.retryable, "retry_after_ms": error.retry_after_ms, "limit": error.limit,
                 }}),
             )]
         }
+        // OpenAI's shape (name, limit, remaining, reset_seconds), plus whose allowance.
+        ServerEvent::RateLimitsUpdated { .. } => vec![native.to_json()],
         // fieldvox's own events keep their native shape.
         ServerEvent::Citations { .. } | ServerEvent::GoingAway { .. } | ServerEvent::Pong => vec![native.to_json()],
     }

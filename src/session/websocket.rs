@@ -20,6 +20,7 @@ use super::{Outbound, SessionGuard};
 use crate::app::App;
 use crate::auth::Claims;
 use crate::error::ErrorCode;
+use crate::workers::fair;
 
 /// Outbound messages buffered per session before the turn waits for the client.
 const OUTBOUND_QUEUE: usize = 256;
@@ -44,7 +45,9 @@ pub async fn run(
     let span = tracing::info_span!(
         "session", session_id = %guard.id, tenant = %claims.tenant, user = %claims.sub, dialect = ?dialect
     );
-    serve(socket, app, claims, guard, dialect, resumed).instrument(span).await
+    // Every model job the session submits waits in its tenant's backlog (fair queuing).
+    let tenant = claims.tenant.clone();
+    fair::on_behalf_of(&tenant, serve(socket, app, claims, guard, dialect, resumed).instrument(span)).await
 }
 
 async fn serve(

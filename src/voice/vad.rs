@@ -14,7 +14,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use crate::models::{ModelError, ModelPaths, onnx_environment};
-use crate::workers::PoolError;
+use crate::workers::{MIN_RETRY, PoolError};
 
 pub const SAMPLE_RATE: u32 = 16_000;
 /// Samples per VAD window at 16 kHz (32 ms).
@@ -143,7 +143,7 @@ impl VadService {
     pub async fn score(&self, window: [f32; WINDOW], state: VadState) -> Result<(f32, VadState), PoolError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx.try_send(Request { window, state, reply }).map_err(|e| match e {
-            TrySendError::Full(_) => PoolError::Overloaded("vad"),
+            TrySendError::Full(_) => PoolError::Overloaded { pool: "vad", retry_after: MIN_RETRY },
             TrySendError::Disconnected(_) => PoolError::Stopped("vad"),
         })?;
         match rx.await {

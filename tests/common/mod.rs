@@ -12,6 +12,7 @@ use std::time::Duration;
 use fieldvox::app::App;
 use fieldvox::auth::{Role, TokenKeys};
 use fieldvox::config::Config;
+use fieldvox::limits::LimitsConfig;
 use fieldvox::rag::ingest::NewManual;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -43,8 +44,9 @@ pub fn test_config(dir: &Path) -> Config {
     config.server.max_frame_bytes = 64 * 1024;
     config.server.shutdown_grace_ms = 3_000;
     config.auth.jwt_secret = Some(format!("test-secret-{}", uuid::Uuid::new_v4().simple()));
-    // Every test talks as "tech-1", many at once.
-    config.server.max_sessions_per_user = 1_000;
+    // Every test talks as "tech-1", many at once: the limits have tests of their own
+    // (tests/limits.rs).
+    config.limits = LimitsConfig::off();
     config
 }
 

@@ -515,6 +515,8 @@ async fn start_server(args: &EvalArgs, corpus: &Corpus, data: PathBuf) -> anyhow
     config.pipelines.dir = args.pipelines.clone();
     // A loopback server of its own: a secret nobody else knows.
     config.auth.jwt_secret = Some(format!("eval-{}", uuid::Uuid::new_v4().simple()));
+    // One user asks every question back to back: fair-use limits would only get in the way.
+    config.limits = fieldvox::limits::LimitsConfig::off();
     let app = tokio::task::spawn_blocking(move || App::build(config)).await??;
     for m in &corpus.manuals {
         let req = NewManual {

@@ -6,23 +6,58 @@
 //! embedded). A worker always takes live work first, and background jobs wait in a lane
 //! of their own, so an upload never makes a talking technician queue behind it for more
 //! than the one background job already running.
+//!
+//! The live lane is shared fairly among tenants ([`fair`]), and admits a job only if the
+//! pool's measured pace says it would start within `max_queue_wait_ms`: a backlog too
+//! long to be worth waiting for is refused at once with a time to retry, never left to
+//! stall. A tenant's flood meets that bound long before anyone else does.
+
+pub mod fair;
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
+use self::fair::FairLane;
+use crate::config::WorkersConfig;
 use crate::metrics::{JobOutcome, pool_job};
 use crate::models::ModelError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
-    #[error("{0} workers are busy; try again shortly")]
-    Overloaded(&'static str),
+    #[error("{pool} workers are busy; try again in {:.1} s", retry_after.as_secs_f64())]
+    Overloaded { pool: &'static str, retry_after: Duration },
     #[error("{0} workers have stopped")]
     Stopped(&'static str),
 }
+
+/// How much live work a pool admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    /// Jobs one tenant may have waiting.
+    pub depth: usize,
+    /// Longest expected wait before a job starts.
+    pub max_wait: Duration,
+}
+
+impl QueueBounds {
+    /// A bound on depth alone (tools and tests).
+    pub fn depth(depth: usize) -> Self {
+        Self { depth, max_wait: Duration::MAX }
+    }
+}
+
+impl From<&WorkersConfig> for QueueBounds {
+    fn from(w: &WorkersConfig) -> Self {
+        Self { depth: w.queue_depth, max_wait: Duration::from_millis(w.max_queue_wait_ms) }
+    }
+}
+
+/// A refused job's retry hint is never shorter than this.
+pub const MIN_RETRY: Duration = Duration::from_millis(100);
 
 type Job<M> = Box<dyn FnOnce(&mut M) -> JobOutcome + Send>;
 
@@ -66,7 +101,7 @@ impl Drop for LiveJob {
 }
 
 struct Lanes<M> {
-    live: VecDeque<Job<M>>,
+    live: FairLane<Job<M>>,
     background: VecDeque<Job<M>>,
     /// Workers still running; with none, submissions fail as stopped.
     workers: usize,
@@ -78,7 +113,10 @@ struct Queue<M> {
     lanes: Mutex<Lanes<M>>,
     /// Signalled when a job arrives (workers wait on it).
     arrived: Condvar,
-    depth: usize,
+    bounds: QueueBounds,
+    workers: usize,
+    /// Moving average of a live job's run time, in µs (0 until one has run).
+    pace_us: AtomicU64,
     /// Wakes background submitters waiting for a place.
     room: tokio::sync::Notify,
 }
@@ -110,14 +148,16 @@ impl<M> Clone for WorkerPool<M> {
 impl<M: 'static> WorkerPool<M> {
     /// Starts `workers` threads, each building its own model with `factory(index)`.
     /// Returns once every model has loaded, or with the first load error.
-    pub fn spawn<F>(name: &'static str, workers: usize, queue_depth: usize, factory: F) -> Result<Self, ModelError>
+    pub fn spawn<F>(name: &'static str, workers: usize, bounds: QueueBounds, factory: F) -> Result<Self, ModelError>
     where
         F: Fn(usize) -> Result<M, ModelError> + Send + Sync + 'static,
     {
         let queue = Arc::new(Queue {
-            lanes: Mutex::new(Lanes { live: VecDeque::new(), background: VecDeque::new(), workers, closed: false }),
+            lanes: Mutex::new(Lanes { live: FairLane::default(), background: VecDeque::new(), workers, closed: false }),
             arrived: Condvar::new(),
-            depth: queue_depth,
+            bounds,
+            workers,
+            pace_us: AtomicU64::new(0),
             room: tokio::sync::Notify::new(),
         });
         let factory = Arc::new(factory);
@@ -143,11 +183,18 @@ impl<M: 'static> WorkerPool<M> {
         for _ in 0..workers {
             ready_rx.recv().map_err(|_| ModelError::load(name, "worker exited during load"))??;
         }
-        tracing::info!(pool = name, workers, queue_depth, "worker pool ready");
+        tracing::info!(
+            pool = name,
+            workers,
+            depth = bounds.depth,
+            max_wait_ms = bounds.max_wait.as_millis() as u64,
+            "worker pool ready"
+        );
         Ok(Self { name, _closer: Arc::new(Closer(queue.clone())), queue })
     }
 
-    /// Runs `f` on a worker's model (live lane) and waits for its result without blocking
+    /// Runs `f` on a worker's model (live lane, in the backlog of the tenant the task
+    /// works for: [`fair::on_behalf_of`]) and waits for its result without blocking
     /// the runtime. Dropping the returned future before a worker takes the job cancels it:
     /// the job is discarded unrun (`pool_jobs_total{outcome="abandoned"}`).
     pub async fn run<R, F>(&self, f: F) -> Result<R, PoolError>
@@ -173,13 +220,18 @@ impl<M: 'static> WorkerPool<M> {
             let _ = tx.send(f(model));
             JobOutcome::Ran
         }));
+        let tenant = fair::current();
         loop {
             // Created before the attempt, so a place freed in between is not missed.
             let room = self.queue.room.notified();
-            match self.queue.push(priority, &mut job) {
-                Ok(true) => break,
-                Ok(false) if priority == Priority::Live => return Err(PoolError::Overloaded(self.name)),
-                Ok(false) => room.await,
+            match self.queue.push(priority, &tenant, &mut job) {
+                Ok(Admitted::Queued) => break,
+                Ok(Admitted::Full { retry_after }) if priority == Priority::Live => {
+                    tracing::debug!(pool = self.name, tenant = %tenant, retry_after_ms = retry_after.as_millis() as u64,
+                        "live job refused: the backlog would wait too long");
+                    return Err(PoolError::Overloaded { pool: self.name, retry_after });
+                }
+                Ok(Admitted::Full { .. }) => room.await,
                 Err(()) => return Err(PoolError::Stopped(self.name)),
             }
         }
@@ -187,35 +239,58 @@ impl<M: 'static> WorkerPool<M> {
     }
 }
 
+/// Whether a job was queued.
+enum Admitted {
+    Queued,
+    /// No room: its lane is at depth, or it would wait past `max_wait` (then retry in
+    /// about the time the excess takes to drain).
+    Full {
+        retry_after: Duration,
+    },
+}
+
 impl<M> Queue<M> {
-    /// Queues the job if its lane has room (`Ok(true)`, job taken); `Ok(false)` when full.
-    fn push(&self, priority: Priority, job: &mut Option<Job<M>>) -> Result<bool, ()> {
+    /// Queues the job (taking it) if its lane admits it.
+    fn push(&self, priority: Priority, tenant: &Arc<str>, job: &mut Option<Job<M>>) -> Result<Admitted, ()> {
         let mut lanes = self.lanes.lock().map_err(|_| ())?;
         if lanes.workers == 0 {
             return Err(());
         }
-        let (lane, depth) = match priority {
-            Priority::Live => (&mut lanes.live, self.depth),
-            Priority::Background => (&mut lanes.background, BACKGROUND_DEPTH),
-        };
-        if lane.len() >= depth {
-            return Ok(false);
+        match priority {
+            Priority::Live => {
+                let place = lanes.live.place(tenant);
+                let pace = Duration::from_micros(self.pace_us.load(Ordering::Relaxed));
+                let ahead = u32::try_from(place.ahead).unwrap_or(u32::MAX);
+                let wait = pace.checked_mul(ahead).unwrap_or(Duration::MAX) / self.workers.max(1) as u32;
+                if place.own >= self.bounds.depth || wait > self.bounds.max_wait {
+                    let retry_after = wait.saturating_sub(self.bounds.max_wait).max(pace).max(MIN_RETRY);
+                    return Ok(Admitted::Full { retry_after });
+                }
+                if let Some(job) = job.take() {
+                    lanes.live.push(tenant.clone(), job);
+                }
+            }
+            Priority::Background => {
+                if lanes.background.len() >= BACKGROUND_DEPTH {
+                    return Ok(Admitted::Full { retry_after: MIN_RETRY });
+                }
+                lanes.background.extend(job.take());
+            }
         }
-        lane.extend(job.take());
         self.arrived.notify_one();
-        Ok(true)
+        Ok(Admitted::Queued)
     }
 
-    /// The next job, live first; `None` once the queue is gone.
-    fn take(&self) -> Option<Job<M>> {
+    /// The next job, live first (and whether it is live); `None` once the queue is gone.
+    fn take(&self) -> Option<(Job<M>, bool)> {
         let mut lanes = self.lanes.lock().ok()?;
         loop {
-            if let Some(job) = lanes.live.pop_front() {
-                return Some(job);
+            if let Some(job) = lanes.live.pop() {
+                return Some((job, true));
             }
             if let Some(job) = lanes.background.pop_front() {
                 self.room.notify_waiters();
-                return Some(job);
+                return Some((job, false));
             }
             if lanes.closed {
                 return None;
@@ -239,16 +314,30 @@ impl<M> Queue<M> {
 
 fn work<M>(name: &'static str, mut model: M, queue: &Queue<M>) {
     loop {
-        let Some(job) = queue.take() else {
+        let Some((job, live)) = queue.take() else {
             queue.stopped();
             return;
         };
+        let started = Instant::now();
         // A panicking job fails only its own caller (its reply channel drops).
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut model))).unwrap_or_else(|_| {
             tracing::error!(pool = name, "inference job panicked");
             JobOutcome::Panicked
         });
+        if live && outcome == JobOutcome::Ran {
+            queue.paced(started.elapsed());
+        }
         pool_job(name, outcome);
+    }
+}
+
+impl<M> Queue<M> {
+    /// Folds one live job's run time into the pace (an average over the last ~8 jobs).
+    fn paced(&self, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self.pace_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pace| {
+            Some(if pace == 0 { took } else { (pace * 7 + took) / 8 })
+        });
     }
 }
 
@@ -256,9 +345,46 @@ fn work<M>(name: &'static str, mut model: M, queue: &Queue<M>) {
 mod tests {
     use super::*;
 
+    fn pace_of<M>(pool: &WorkerPool<M>) -> Duration {
+        Duration::from_micros(pool.queue.pace_us.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn a_backlog_too_long_to_wait_for_is_refused_and_other_tenants_still_get_in() {
+        let bounds = QueueBounds { depth: 100, max_wait: Duration::from_millis(100) };
+        let pool = WorkerPool::spawn("test-wait", 1, bounds, |_| Ok(Vec::<&'static str>::new())).unwrap();
+        pool.queue.paced(Duration::from_millis(40)); // as if one job had taken 40 ms
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let p = pool.clone();
+            fair::on_behalf_of("a", async move { p.run(move |_| hold_rx.recv().is_ok()).await })
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let submit = |tenant: &'static str| {
+            let p = pool.clone();
+            tokio::spawn(fair::on_behalf_of(tenant, async move { p.run(move |log| log.push(tenant)).await }))
+        };
+        // Tenant a queues 3 jobs: 0, 40 and 80 ms of expected wait; a 4th would wait 120 ms.
+        let queued: Vec<_> = (0..3).map(|_| submit("a")).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = fair::on_behalf_of("a", pool.run(|_| ())).await;
+        let Err(PoolError::Overloaded { retry_after, .. }) = refused else { panic!("{refused:?}") };
+        assert_eq!(retry_after, MIN_RETRY, "the excess (20 ms) and the pace (40 ms) are under the floor");
+        // Tenant b's job would be taken next: admitted, and run before a's backlog.
+        let b = submit("b");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hold_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        b.await.unwrap().expect("b was admitted");
+        for q in queued {
+            q.await.unwrap().expect("a's admitted jobs run");
+        }
+        assert_eq!(pool.run(|log| log.clone()).await.unwrap(), ["b", "a", "a", "a"]);
+    }
+
     #[tokio::test]
     async fn runs_jobs_and_refuses_when_full() {
-        let pool = WorkerPool::spawn("test", 1, 1, |_| Ok(0u32)).unwrap();
+        let pool = WorkerPool::spawn("test", 1, QueueBounds::depth(1), |_| Ok(0u32)).unwrap();
         assert_eq!(
             pool.run(|m| {
                 *m += 5;
@@ -286,7 +412,10 @@ mod tests {
             async move { p.run(|m| *m).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(pool.run(|m| *m).await, Err(PoolError::Overloaded("test")));
+        assert_eq!(
+            pool.run(|m| *m).await,
+            Err(PoolError::Overloaded { pool: "test", retry_after: MIN_RETRY.max(pace_of(&pool)) })
+        );
         hold_tx.send(()).unwrap();
         blocker.await.unwrap().unwrap();
         assert_eq!(queued.await.unwrap(), Ok(5));
@@ -294,7 +423,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_whose_caller_left_never_runs() {
-        let pool = WorkerPool::spawn("test-abandon", 1, 4, |_| Ok(())).unwrap();
+        let pool = WorkerPool::spawn("test-abandon", 1, QueueBounds::depth(4), |_| Ok(())).unwrap();
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
         let blocker = tokio::spawn({
             let p = pool.clone();
@@ -318,7 +447,8 @@ mod tests {
 
     #[tokio::test]
     async fn live_jobs_overtake_waiting_background_jobs() {
-        let pool = WorkerPool::spawn("test-lanes", 1, 8, |_| Ok(Vec::<&'static str>::new())).unwrap();
+        let pool =
+            WorkerPool::spawn("test-lanes", 1, QueueBounds::depth(8), |_| Ok(Vec::<&'static str>::new())).unwrap();
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
         let blocker = tokio::spawn({
             let p = pool.clone();
@@ -351,15 +481,16 @@ mod tests {
 
     #[tokio::test]
     async fn survives_a_panicking_job() {
-        let pool = WorkerPool::spawn("test", 1, 4, |_| Ok(1u8)).unwrap();
+        let pool = WorkerPool::spawn("test", 1, QueueBounds::depth(4), |_| Ok(1u8)).unwrap();
         assert_eq!(pool.run(|_| -> u8 { panic!("boom") }).await, Err(PoolError::Stopped("test")));
         assert_eq!(pool.run(|m| *m).await, Ok(1));
     }
 
     #[test]
     fn load_errors_surface() {
-        let r =
-            WorkerPool::<u8>::spawn("test", 2, 1, |i| if i == 1 { Err(ModelError::load("x", "nope")) } else { Ok(0) });
+        let r = WorkerPool::<u8>::spawn("test", 2, QueueBounds::depth(1), |i| {
+            if i == 1 { Err(ModelError::load("x", "nope")) } else { Ok(0) }
+        });
         assert!(matches!(r, Err(ModelError::Load { .. })));
     }
 }
