@@ -14,7 +14,7 @@ use common::*;
 use fieldvox::app::App;
 use fieldvox::auth::{Role, TokenKeys};
 use fieldvox::backends::{
-    Backends, BackendsConfig, CacheBackend, MetadataBackend, MongoConfig, RedisConfig, SessionBackend,
+    Backends, BackendsConfig, CacheBackend, LimitsBackend, MetadataBackend, MongoConfig, RedisConfig, SessionBackend,
 };
 use fieldvox::cache::memory::MemoryCache;
 use fieldvox::cache::tiered::TieredCache;
@@ -31,6 +31,7 @@ fn shared_config(mongo: &Service, redis: &Service) -> BackendsConfig {
         metadata: MetadataBackend::Mongodb,
         cache: CacheBackend::Redis,
         sessions: SessionBackend::Redis,
+        limits: LimitsBackend::Redis,
         mongodb: MongoConfig {
             url: mongo.url(),
             database: format!("fieldvox_{}", Uuid::new_v4().simple()),
@@ -65,7 +66,10 @@ async fn mongodb_and_redis_keep_the_contract() {
     let health = backends.health().await;
     assert!(health.iter().all(|b| b.up), "{health:?}");
     let kinds: Vec<(&str, &str)> = health.iter().map(|b| (b.role, b.kind)).collect();
-    assert_eq!(kinds, [("metadata", "mongodb"), ("vectors", "edge"), ("cache", "redis"), ("sessions", "redis")]);
+    assert_eq!(
+        kinds,
+        [("metadata", "mongodb"), ("vectors", "edge"), ("cache", "redis"), ("sessions", "redis"), ("limits", "redis")]
+    );
     drop(backends);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -7,6 +7,7 @@
 
 pub mod abandon;
 pub mod eval;
+pub mod flood;
 pub mod mic;
 pub mod proc_stats;
 pub mod reference;
@@ -130,6 +131,12 @@ pub struct Args {
     /// The pipeline's end-of-speech silence window, ms, also subtracted.
     #[arg(long, default_value_t = 480.0)]
     pub end_of_speech_ms: f64,
+    /// Talk, mic: this many sessions of `--flood-tenant` ask `--question` as typed text
+    /// back to back for the whole run (see `flood`). 0: no flood.
+    #[arg(long, default_value_t = 0)]
+    pub flood_sessions: usize,
+    #[arg(long, default_value = "globex")]
+    pub flood_tenant: String,
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -177,6 +184,7 @@ async fn run_checked(args: Args) -> anyhow::Result<Report> {
     let burst_at = Instant::now() + Duration::from_secs_f64(ramp_secs + 2.0);
     let started = Instant::now();
 
+    let flood = flood::start(&args, &keys, sources[0], speech.clone(), hold_until.min(deadline));
     let mut tasks = Vec::with_capacity(args.sessions);
     let gap = Duration::from_secs_f64(1.0 / args.ramp.max(1.0));
     let mut next = tokio::time::Instant::now();
@@ -219,7 +227,9 @@ async fn run_checked(args: Args) -> anyhow::Result<Report> {
     for t in tasks {
         outcomes.push(t.await.context("session task")?);
     }
-    Ok(Report::build(&args, outcomes, baseline, steady, peak_rss, cpu, started.elapsed()))
+    let flood = flood::finish(flood).await;
+    let report = Report::build(&args, outcomes, baseline, steady, peak_rss, cpu, started.elapsed());
+    Ok(Report { flood, ..report }.write_json(&args))
 }
 
 /// Speech as 16 kHz mono samples: the question, or the barge-in of `mic`.

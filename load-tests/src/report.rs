@@ -67,6 +67,9 @@ pub struct Report {
     /// `mic` only: what the microphones sent and what the server made of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mic: Option<MicSummary>,
+    /// `--flood-sessions`: what the flooding tenant did meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<crate::flood::FloodSummary>,
 }
 
 /// The `mic` scenario's own figures (see `mic`).
@@ -278,11 +281,12 @@ impl Report {
             server_cpu_max_percent: cpu.iter().copied().reduce(f64::max),
             duration_secs: elapsed.as_secs_f64(),
             mic,
+            flood: None,
         }
-        .write_json(args)
     }
 
-    fn write_json(self, args: &Args) -> Self {
+    /// Writes the report to `--report`, if given.
+    pub fn write_json(self, args: &Args) -> Self {
         if let Some(path) = &args.report {
             match serde_json::to_vec_pretty(&self) {
                 Ok(bytes) => {
@@ -308,6 +312,9 @@ impl Report {
             self.turns_failed,
             self.duration_secs
         );
+        if let Some(flood) = &self.flood {
+            out.push_str(&flood.line());
+        }
         let banner = self.mic.as_ref().and_then(MicSummary::banner);
         if let Some(banner) = &banner {
             out.insert_str(0, banner);
