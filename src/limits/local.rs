@@ -48,12 +48,9 @@ impl LocalLimiter {
     }
 
     /// Buckets held now (for tests of the sweep).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.buckets.lock().map(|b| b.tat.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

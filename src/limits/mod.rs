@@ -47,9 +47,6 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 5] =
-        [Limit::SessionOpens, Limit::Turns, Limit::AudioSeconds, Limit::Uploads, Limit::Searches];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::SessionOpens => "session_opens",
