@@ -37,6 +37,13 @@ static POOL_JOBS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("valid metric")
 });
 
+/// Jobs waiting for a worker, by pool and lane (`live`, `background`): summed over the
+/// process's pools of that name (a test process may run several servers).
+static POOL_QUEUED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    IntGaugeVec::new(Opts::new("pool_queued_jobs", "Inference jobs waiting for a worker"), &["pool", "lane"])
+        .expect("valid metric")
+});
+
 /// Tokens the local language model generated. A cancelled answer stops between tokens,
 /// so this shows the model's worker freed, not finishing a prompt nobody hears.
 static LLM_TOKENS: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -80,6 +87,11 @@ pub fn llm_tokens(n: usize) {
 /// Records what became of a job of `pool`.
 pub fn pool_job(pool: &str, outcome: JobOutcome) {
     POOL_JOBS.with_label_values(&[pool, outcome.as_str()]).inc();
+}
+
+/// `change` jobs joined (positive) or left (negative) a pool's lane.
+pub fn pool_queued(pool: &str, lane: &str, change: i64) {
+    POOL_QUEUED.with_label_values(&[pool, lane]).add(change);
 }
 
 /// Pipeline stages whose latency is measured per turn.
@@ -214,6 +226,7 @@ impl Metrics {
             Box::new(stage_seconds.clone()),
             Box::new(errors.clone()),
             Box::new(POOL_JOBS.clone()),
+            Box::new(POOL_QUEUED.clone()),
             Box::new(LLM_TOKENS.clone()),
             Box::new(CACHE_LOOKUPS.clone()),
             Box::new(BACKEND_UP.clone()),

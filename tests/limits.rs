@@ -1,12 +1,10 @@
 //! Fair use, end to end: per-user and per-tenant limits on the socket and over HTTP, one
 //! limit held by two instances through a real `redis-server`, fail-open and fail-closed
-//! while it is down, and fair queuing of the model pools across tenants.
+//! while it is down. Fair queuing is tests/fair_queues.rs.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::services::Service;
@@ -273,79 +271,4 @@ async fn while_redis_is_down_turns_fail_open_and_uploads_fail_closed_and_limits_
     assert_eq!(gauge(&metrics, r#"fieldvox_rate_limit_unenforced{limit="turns"} "#), Some(0), "{metrics}");
     let (status, _, body) = upload_status(server.addr, &admin).await;
     assert!(matches!(status, 200 | 202), "uploads are accepted again (the same file: 200): {status} {body}");
-}
-
-/// Seconds from a typed question to its `response.done`, on its own session.
-async fn timed_question(addr: SocketAddr, token: &str) -> f64 {
-    let mut c = open_session(addr, token).await;
-    let started = Instant::now();
-    c.send_json(json!({"type": "conversation.item.create", "item": {"text": TORQUE_Q}})).await;
-    let done = answer(&mut c).await;
-    assert_eq!(done["status"], "completed", "{done}");
-    started.elapsed().as_secs_f64()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_tenant_that_floods_waits_behind_itself_not_in_front_of_others() {
-    let server = own_server(config_with(LimitsConfig::off())).await;
-    for tenant in ["acme", "globex"] {
-        ingest_rtu40(&server.app, tenant).await;
-    }
-    let b = mint(&server, "tech-b", "globex", Role::Technician);
-    timed_question(server.addr, &b).await; // warm-up: caches and models
-    let mut idle = Vec::new();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        idle.push(timed_question(server.addr, &b).await);
-    }
-    idle.sort_by(f64::total_cmp);
-    let idle = idle[1];
-
-    // Tenant A: 10 sessions asking typed questions back to back, each its next as soon
-    // as the last is answered (or, refused, after the retry_after_ms it was given), at
-    // least 5 each (50), and on until B is done.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut flood = Vec::new();
-    for i in 0..10 {
-        let token = mint(&server, &format!("tech-a{i}"), "acme", Role::Technician);
-        let (addr, stop) = (server.addr, stop.clone());
-        flood.push(tokio::spawn(async move {
-            let mut c = open_session(addr, &token).await;
-            let mut answers = Vec::new();
-            while answers.len() < 5 || !stop.load(Ordering::Relaxed) {
-                c.send_json(json!({"type": "conversation.item.create", "item": {"text": TORQUE_Q}})).await;
-                let done = answer(&mut c).await;
-                if let Some(ms) = done["error"]["retry_after_ms"].as_u64() {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
-                answers.push(done);
-            }
-            answers
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    // B asks a single question now and then (a technician, not a script), three times
-    // for a median, as its idle time was measured.
-    let mut busy = Vec::new();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        busy.push(timed_question(server.addr, &b).await);
-    }
-    busy.sort_by(f64::total_cmp);
-    let busy = busy[1];
-    stop.store(true, Ordering::Relaxed);
-    let mut refused = 0;
-    for f in flood {
-        for done in f.await.expect("flood session") {
-            if done["status"] == "completed" {
-                continue;
-            }
-            // More than the pool's wait bound of A's own backlog is refused at once.
-            assert_eq!(done["error"]["code"], "overloaded", "{done}");
-            assert!(done["error"]["retry_after_ms"].as_u64().is_some_and(|ms| ms >= 100), "{done}");
-            refused += 1;
-        }
-    }
-    eprintln!("B: idle {idle:.2} s, during the flood {busy:.2} s; A's turns refused as overloaded: {refused}");
-    assert!(busy <= idle * 1.5, "B waited {busy:.2} s during A's flood against {idle:.2} s idle");
 }

@@ -24,7 +24,7 @@ use crate::llm::prompt::{source_label, source_sentence};
 use crate::metrics::{Metrics, Stage};
 use crate::rag::evidence::Evidence;
 use crate::rag::retrieve::{Passage, RetrievalTimings};
-use crate::rag::{KnowledgeBase, RagError};
+use crate::rag::{KnowledgeBase, RagError, terms};
 use crate::session::dialect::Outbox;
 use crate::session::history::Exchange;
 use crate::session::playback::Playback;
@@ -261,7 +261,9 @@ async fn respond(ctx: &TurnContext, question: &str, ended_at: Instant, timings: 
     if let Some(best) = evidence.first() {
         tracing::debug!(score = best.score, sentence = %best.sentence, "best evidence");
     }
-    let req = answer_request(profile, question, &passages, evidence, &ctx.history);
+    // The model answers the standalone question: a follow-up's "its" is resolved by the
+    // topic carried into it, not left to the smallest model to read out of the history.
+    let req = answer_request(profile, &standalone, &passages, evidence, &ctx.history);
     let (outcome, cited) = answer(ctx, req, ended_at, timings).await;
     let citations = cited
         .iter()
@@ -628,13 +630,15 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     }
     // Stop the model: dropping the receiver ends its stream at the next token.
     drop(text_rx);
-    // What is left was cut by the token limit unless it ends a sentence.
-    if !rejected
-        && let Some(rest) = splitter.finish()
-        && is_whole(&rest)
-        && grounded(&mut grounding, &rest)
-    {
-        said.say(&rest).await;
+    // What is left was cut by the token limit unless it ends a sentence. A cut sentence
+    // that was stating a fact counts as rejected: its fact is read from the evidence.
+    if !rejected && let Some(rest) = splitter.finish() {
+        if is_whole(&rest) && grounded(&mut grounding, &rest) {
+            said.say(&rest).await;
+        } else if !terms::facts(&rest).is_empty() {
+            tracing::info!(sentence = %rest, "generated sentence cut or not grounded; not spoken");
+            rejected = true;
+        }
     }
     let llm_error = match producer.await {
         Ok(Ok(())) => None,
@@ -650,8 +654,9 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     if ctx.cancelled() {
         return (AnswerKind::Generated, llm_error);
     }
-    if said.text.is_empty() {
-        // Nothing trustworthy was written: read the best evidence instead.
+    if said.text.is_empty() || rejected {
+        // Nothing trustworthy was written, or the model was stopped as it stated a fact
+        // its sources do not (a lead-in alone answers nothing): read the best evidence.
         if let Some(text) = extractive::answer(req) {
             said.say(&text).await;
         }

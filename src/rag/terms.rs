@@ -310,29 +310,44 @@ pub fn facts(text: &str) -> BTreeSet<String> {
 /// What a set of sources states: their facts, and the glued codes they print apart
 /// ("HX 220" backs "HX220"). Built once per answer, checked per sentence.
 #[derive(Debug, Clone, Default)]
-pub struct KnownFacts(BTreeSet<String>);
+pub struct KnownFacts {
+    facts: BTreeSet<String>,
+    /// Keys of the codes the sources print whole ("if2040c" of "IF-2040-C").
+    printed: BTreeSet<String>,
+}
 
 impl KnownFacts {
     pub fn of<'a>(sources: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut known = BTreeSet::new();
+        let mut known = Self::default();
         for source in sources {
-            known.extend(facts(source));
-            known.extend(glued_codes(&runs(source)));
+            known.facts.extend(facts(source));
+            known.facts.extend(glued_codes(&runs(source)));
+            known.printed.extend(codes(source).into_iter().map(|c| c.key));
         }
-        Self(known)
+        known
     }
 
     /// Facts of `claim` the sources do not state. A number inside a code of the claim is
-    /// judged as part of that code ("HX-220" is one fact, not also "220").
+    /// judged as part of that code ("HX-220" is one fact, not also "220"). A code that is
+    /// only the start or the end of one the sources print ("2040-C" of "IF-2040-C") is a
+    /// different part number, however much of it matches.
     pub fn unsupported(&self, claim: &str) -> Vec<String> {
         let code_keys: BTreeSet<String> = codes(claim).into_iter().map(|c| c.key).collect();
         facts(claim)
             .into_iter()
             .filter(|f| {
                 let inside_code = !has_letter(f) && code_keys.iter().any(|k| k.contains(f.as_str()));
-                !self.0.contains(f) && !inside_code
+                (!self.facts.contains(f) || self.cut_code(f)) && !inside_code
             })
             .collect()
+    }
+
+    /// Whether `key` is a printed code cut short, not printed whole anywhere itself.
+    fn cut_code(&self, key: &str) -> bool {
+        has_letter(key)
+            && has_digit(key)
+            && !self.printed.contains(key)
+            && self.printed.iter().any(|k| k.len() > key.len() && (k.starts_with(key) || k.ends_with(key)))
     }
 }
 
@@ -355,6 +370,20 @@ mod tests {
         assert_eq!(search_terms("when will the valve pop off"), vec!["valve", "pop", "off", "relief"]);
         assert_eq!(search_terms("refrigerant gas"), vec!["refrigerant", "gas"], "no term twice");
         assert_eq!(search_terms("torque for E47"), query_terms("torque for E47"));
+    }
+
+    #[test]
+    fn a_part_number_cut_short_is_not_backed_by_the_whole_one() {
+        let source = ["The intake air filter part number is IF-2040-C."];
+        assert_eq!(unsupported_facts("The part number is 2040-C.", &source), ["2040c"]);
+        assert_eq!(unsupported_facts("The part number is IF-2040.", &source), ["if2040"]);
+        assert!(unsupported_facts("The part number is IF-2040-C.", &source).is_empty());
+        assert!(unsupported_facts("Order IF 2040 C.", &source).is_empty(), "the same code spoken apart");
+        let spaced = ["Order filter HX 220 from stores."];
+        assert!(
+            unsupported_facts("Order the HX220.", &spaced).is_empty(),
+            "a code printed apart still backs its glued form"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use self::fair::FairLane;
 use crate::config::WorkersConfig;
-use crate::metrics::{JobOutcome, pool_job};
+use crate::metrics::{JobOutcome, pool_job, pool_queued};
 use crate::models::ModelError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +110,7 @@ struct Lanes<M> {
 }
 
 struct Queue<M> {
+    name: &'static str,
     lanes: Mutex<Lanes<M>>,
     /// Signalled when a job arrives (workers wait on it).
     arrived: Condvar,
@@ -153,6 +154,7 @@ impl<M: 'static> WorkerPool<M> {
         F: Fn(usize) -> Result<M, ModelError> + Send + Sync + 'static,
     {
         let queue = Arc::new(Queue {
+            name,
             lanes: Mutex::new(Lanes { live: FairLane::default(), background: VecDeque::new(), workers, closed: false }),
             arrived: Condvar::new(),
             bounds,
@@ -268,13 +270,17 @@ impl<M> Queue<M> {
                 }
                 if let Some(job) = job.take() {
                     lanes.live.push(tenant.clone(), job);
+                    pool_queued(self.name, "live", 1);
                 }
             }
             Priority::Background => {
                 if lanes.background.len() >= BACKGROUND_DEPTH {
                     return Ok(Admitted::Full { retry_after: MIN_RETRY });
                 }
-                lanes.background.extend(job.take());
+                if let Some(job) = job.take() {
+                    lanes.background.push_back(job);
+                    pool_queued(self.name, "background", 1);
+                }
             }
         }
         self.arrived.notify_one();
@@ -286,9 +292,11 @@ impl<M> Queue<M> {
         let mut lanes = self.lanes.lock().ok()?;
         loop {
             if let Some(job) = lanes.live.pop() {
+                pool_queued(self.name, "live", -1);
                 return Some((job, true));
             }
             if let Some(job) = lanes.background.pop_front() {
+                pool_queued(self.name, "background", -1);
                 self.room.notify_waiters();
                 return Some((job, false));
             }
@@ -304,6 +312,8 @@ impl<M> Queue<M> {
             lanes.workers = lanes.workers.saturating_sub(1);
             if lanes.workers == 0 {
                 // Callers waiting for these jobs see the pool as stopped.
+                pool_queued(self.name, "live", -(lanes.live.len() as i64));
+                pool_queued(self.name, "background", -(lanes.background.len() as i64));
                 lanes.live.clear();
                 lanes.background.clear();
             }
