@@ -94,6 +94,12 @@ pub fn pool_queued(pool: &str, lane: &str, change: i64) {
     POOL_QUEUED.with_label_values(&[pool, lane]).add(change);
 }
 
+/// Jobs waiting now in `pool`'s `lane` (tests).
+#[cfg(test)]
+pub fn pool_queued_now(pool: &str, lane: &str) -> i64 {
+    POOL_QUEUED.with_label_values(&[pool, lane]).get()
+}
+
 /// Pipeline stages whose latency is measured per turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fieldvox::audio::noise::{self, NoiseColour};
-use fieldvox::auth::{Role, TokenKeys};
+use fieldvox::auth::Role;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -471,7 +471,7 @@ async fn a_dropped_session_resumes_with_its_history_within_the_window_only() {
     drop(c);
 
     // Another user cannot take it.
-    let other = TokenKeys::new(server.app.config.auth.signing_secret()).mint("tech-2", TENANT_A, Role::Technician, 600);
+    let other = server.mint("tech-2", TENANT_A, Role::Technician);
     let refused = open_with(server.addr, &other, Some(&resume_token)).await.err().expect("refused");
     assert_eq!(refused.0, 403, "{refused:?}");
     assert_eq!(refused.1["error"], "invalid_resume_token");

@@ -8,25 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fieldvox::auth::{Role, TokenKeys};
+use fieldvox::auth::Role;
 use fieldvox::limits::LimitsConfig;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TORQUE_Q: &str = "What torque for the compressor head bolts on the RTU-40?";
-
-fn mint(server: &OwnServer, user: &str, tenant: &str, role: Role) -> String {
-    TokenKeys::new(server.app.config.auth.signing_secret()).mint(user, tenant, role, 600)
-}
-
-/// The answer to the question asked last: the first `response.done` not cancelled.
-async fn answer(c: &mut Client) -> Value {
-    loop {
-        let done = c.events_until("response.done").await.pop().expect("response.done");
-        if done["status"] != "cancelled" {
-            return done;
-        }
-    }
-}
 
 /// Live speech jobs waiting in the process's `tts` pools, from `/metrics`.
 fn speech_jobs_waiting(server: &OwnServer) -> i64 {
@@ -60,16 +46,16 @@ async fn a_tenant_that_floods_waits_behind_itself_not_in_front_of_others() {
     for tenant in [&flooder, &quiet] {
         ingest_rtu40(&server.app, tenant).await;
     }
-    let b = mint(&server, "tech-b", &quiet, Role::Technician);
+    let b = server.mint("tech-b", &quiet, Role::Technician);
     let mut c = open_session(server.addr, &b).await;
     let question = json!({"type": "conversation.item.create", "item": {"text": TORQUE_Q}});
     c.send_json(question.clone()).await; // warm-up: caches and models
-    assert_eq!(answer(&mut c).await["status"], "completed");
+    assert_eq!(c.answer().await["status"], "completed");
 
     const FLOOD: usize = 10;
     let mut flood = Vec::new();
     for i in 0..FLOOD {
-        let token = mint(&server, &format!("tech-a{i}"), &flooder, Role::Technician);
+        let token = server.mint(&format!("tech-a{i}"), &flooder, Role::Technician);
         let mut a = open_session(server.addr, &token).await;
         a.send_json(question.clone()).await;
         flood.push(a);
@@ -86,7 +72,7 @@ async fn a_tenant_that_floods_waits_behind_itself_not_in_front_of_others() {
         .map(|mut a| {
             let finished = finished.clone();
             tokio::spawn(async move {
-                let done = answer(&mut a).await;
+                let done = a.answer().await;
                 finished.fetch_add(1, Ordering::SeqCst);
                 done
             })
@@ -94,7 +80,7 @@ async fn a_tenant_that_floods_waits_behind_itself_not_in_front_of_others() {
         .collect();
 
     c.send_json(question).await;
-    let done = answer(&mut c).await;
+    let done = c.answer().await;
     let before_b = finished.load(Ordering::SeqCst);
     assert_eq!(done["status"], "completed", "{done}");
     assert!(done["text"].as_str().unwrap_or_default().contains("38"), "{done}");

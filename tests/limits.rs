@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::services::Service;
 use common::*;
-use fieldvox::auth::{Role, TokenKeys};
+use fieldvox::auth::Role;
 use fieldvox::backends::{BackendsConfig, LimitsBackend};
 use fieldvox::config::Config;
 use fieldvox::limits::LimitsConfig;
@@ -27,10 +27,6 @@ fn config_with(limits: LimitsConfig) -> Config {
     let mut config = test_config(&temp_dir("limits"));
     config.limits = limits;
     config
-}
-
-fn mint(server: &OwnServer, user: &str, tenant: &str, role: Role) -> String {
-    TokenKeys::new(server.app.config.auth.signing_secret()).mint(user, tenant, role, 600)
 }
 
 /// Asks a typed question and returns how the charge went: `Ok(what is left)` from
@@ -55,17 +51,6 @@ fn remaining(updated: &Value, scope: &str) -> u64 {
     entry["remaining"].as_u64().expect("remaining")
 }
 
-/// The answer to the question asked last: the first `response.done` not cancelled (an
-/// earlier question's answer is cancelled by the next).
-async fn answer(c: &mut Client) -> Value {
-    loop {
-        let done = c.events_until("response.done").await.pop().expect("response.done");
-        if done["status"] != "cancelled" {
-            return done;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_over_the_turn_limit_is_told_when_to_retry_and_is_served_after_waiting() {
     let mut limits = LimitsConfig::off();
@@ -86,10 +71,10 @@ async fn a_user_over_the_turn_limit_is_told_when_to_retry_and_is_served_after_wa
     assert!((500..=1000).contains(&retry_after_ms), "one turn comes back within a second: {retry_after_ms}");
 
     // The session is still open: the last allowed question is answered.
-    assert_eq!(answer(&mut c).await["status"], "completed");
+    assert_eq!(c.answer().await["status"], "completed");
     tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
     ask(&mut c, TORQUE_Q).await.expect("served again after waiting retry_after_ms");
-    let done = answer(&mut c).await;
+    let done = c.answer().await;
     assert!(done["text"].as_str().unwrap_or_default().contains("38"), "{done}");
 
     let metrics = server.app.metrics.render();
@@ -108,7 +93,7 @@ async fn one_users_flood_leaves_other_users_allowances_whole() {
 
     // tech-1 floods: 3 turns pass, the rest are refused.
     let (flooder, other) =
-        (mint(&server, "tech-1", "acme", Role::Technician), mint(&server, "tech-2", "acme", Role::Technician));
+        (server.mint("tech-1", "acme", Role::Technician), server.mint("tech-2", "acme", Role::Technician));
     let mut c = open_session(server.addr, &flooder).await;
     let mut allowed = 0;
     for _ in 0..6 {
@@ -118,7 +103,7 @@ async fn one_users_flood_leaves_other_users_allowances_whole() {
     let mut d = open_session(server.addr, &other).await;
     let updated = ask(&mut d, TORQUE_Q).await.expect("tech-2 has an allowance of their own");
     assert_eq!(remaining(&updated, "user"), 2, "{updated}");
-    let done = answer(&mut d).await;
+    let done = d.answer().await;
     assert!(done["text"].as_str().unwrap_or_default().contains("38"), "{done}");
 
     // Over HTTP: 429 with Retry-After in whole seconds, and the same body fields.
@@ -186,7 +171,7 @@ async fn two_instances_on_one_redis_hold_one_limit() {
     for server in [&one, &two] {
         ingest_rtu40(&server.app, "acme").await;
     }
-    let token = mint(&one, "tech-1", "acme", Role::Technician);
+    let token = one.mint("tech-1", "acme", Role::Technician);
     let (mut a, mut b) = (open_session(one.addr, &token).await, open_session(two.addr, &token).await);
     let mut allowed = 0;
     for i in 0..30 {
@@ -226,13 +211,13 @@ async fn while_redis_is_down_turns_fail_open_and_uploads_fail_closed_and_limits_
     let secret = format!("limits-down-{}", uuid::Uuid::new_v4().simple());
     let server = own_server(on_redis(&redis, limits, &secret)).await;
     ingest_rtu40(&server.app, "acme").await;
-    let admin = mint(&server, "ann", "acme", Role::Admin);
+    let admin = server.mint("ann", "acme", Role::Admin);
     let mut c = server.connect("acme").await;
     for _ in 0..2 {
         ask(&mut c, TORQUE_Q).await.expect("within the allowance");
     }
     ask(&mut c, TORQUE_Q).await.expect_err("over the allowance");
-    answer(&mut c).await;
+    c.answer().await;
 
     redis.stop();
     // Turns fail open: answered, with no allowance to report.

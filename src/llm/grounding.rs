@@ -3,7 +3,7 @@
 //! turn falls back to the best evidence sentence. Repeats and sentences cut off by the
 //! token limit are never spoken either.
 
-use crate::rag::terms::KnownFacts;
+use crate::rag::terms::{KnownFacts, facts};
 
 /// Why a generated sentence is not spoken.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,6 +12,20 @@ pub enum Rejection {
     Unsupported(Vec<String>),
     /// Says again what was already said.
     Repeated,
+    /// Cut off by the token limit, stating these facts (perhaps none) when it was.
+    Cut(Vec<String>),
+}
+
+impl Rejection {
+    /// Whether the answer lost a fact it was giving: that fact is then read from the
+    /// evidence instead. A repeat or a cut lead-in loses nothing.
+    pub fn lost_a_fact(&self) -> bool {
+        match self {
+            Rejection::Unsupported(_) => true,
+            Rejection::Cut(facts) => !facts.is_empty(),
+            Rejection::Repeated => false,
+        }
+    }
 }
 
 /// Checks each sentence of one generated answer against its sources.
@@ -42,10 +56,18 @@ impl Grounding {
         self.said.push(key);
         Ok(())
     }
+
+    /// Checks what is left when the model stops: cut unless it ends a sentence.
+    pub fn check_rest(&mut self, rest: &str) -> Result<(), Rejection> {
+        if !is_whole(rest) {
+            return Err(Rejection::Cut(facts(rest).into_iter().collect()));
+        }
+        self.check(rest)
+    }
 }
 
 /// True when generated text ends a sentence (not cut off by the token limit).
-pub fn is_whole(sentence: &str) -> bool {
+fn is_whole(sentence: &str) -> bool {
     sentence.trim_end().ends_with(['.', '!', '?'])
 }
 
@@ -70,5 +92,18 @@ mod tests {
     fn cut_sentences_are_not_whole() {
         assert!(is_whole("It is 38 N·m."));
         assert!(!is_whole("It is 38 N·m in a star pat"));
+    }
+
+    #[test]
+    fn a_cut_or_invented_fact_is_lost_but_a_repeat_or_cut_lead_in_is_not() {
+        let mut g = Grounding::new(vec!["The intake air filter part number is IF-2040-C.".into()]);
+        let cut = g.check_rest("The part number is IF-2040").unwrap_err();
+        assert_eq!(cut, Rejection::Cut(vec!["2040".into(), "if2040".into()]));
+        assert!(cut.lost_a_fact());
+        let lead_in = g.check_rest("The manual has a section on").unwrap_err();
+        assert!(!lead_in.lost_a_fact());
+        assert!(g.check("The part number is 2040-C.").unwrap_err().lost_a_fact(), "a part number cut short");
+        assert_eq!(g.check_rest("The part number is IF-2040-C."), Ok(()));
+        assert!(!g.check("The part number is IF-2040-C!").unwrap_err().lost_a_fact(), "a repeat");
     }
 }

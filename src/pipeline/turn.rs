@@ -19,12 +19,12 @@ use crate::audio::resample::resample;
 use crate::error::ErrorCode;
 use crate::llm::AnswerRequest;
 use crate::llm::extractive;
-use crate::llm::grounding::{Grounding, is_whole};
+use crate::llm::grounding::{Grounding, Rejection};
 use crate::llm::prompt::{source_label, source_sentence};
 use crate::metrics::{Metrics, Stage};
 use crate::rag::evidence::Evidence;
 use crate::rag::retrieve::{Passage, RetrievalTimings};
-use crate::rag::{KnowledgeBase, RagError, terms};
+use crate::rag::{KnowledgeBase, RagError};
 use crate::session::dialect::Outbox;
 use crate::session::history::Exchange;
 use crate::session::playback::Playback;
@@ -591,14 +591,12 @@ impl<'a> Said<'a> {
     }
 }
 
-fn grounded(grounding: &mut Grounding, sentence: &str) -> bool {
-    match grounding.check(sentence) {
-        Ok(()) => true,
-        Err(why) => {
-            tracing::info!(reason = ?why, "generated sentence not grounded; not spoken");
-            false
-        }
+/// Logs a generated sentence the grounding check stops.
+fn logged(check: Result<(), Rejection>) -> Result<(), Rejection> {
+    if let Err(why) = &check {
+        tracing::info!(reason = ?why, "generated sentence not grounded; not spoken");
     }
+    check
 }
 
 /// Runs the language model and speaks what passes the grounding check. Returns how the
@@ -615,14 +613,14 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     sources.extend(req.passages.iter().map(source_label));
     let mut grounding = Grounding::new(sources);
     let mut splitter = SentenceSplitter::default();
-    let mut rejected = false;
+    let mut stopped = None;
     'stream: while let Some(piece) = text_rx.recv().await {
         if ctx.cancelled() {
             break;
         }
         for sentence in splitter.push(&piece) {
-            if !grounded(&mut grounding, &sentence) {
-                rejected = true;
+            if let Err(why) = logged(grounding.check(&sentence)) {
+                stopped = Some(why);
                 break 'stream;
             }
             said.say(&sentence).await;
@@ -630,14 +628,12 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     }
     // Stop the model: dropping the receiver ends its stream at the next token.
     drop(text_rx);
-    // What is left was cut by the token limit unless it ends a sentence. A cut sentence
-    // that was stating a fact counts as rejected: its fact is read from the evidence.
-    if !rejected && let Some(rest) = splitter.finish() {
-        if is_whole(&rest) && grounded(&mut grounding, &rest) {
-            said.say(&rest).await;
-        } else if !terms::facts(&rest).is_empty() {
-            tracing::info!(sentence = %rest, "generated sentence cut or not grounded; not spoken");
-            rejected = true;
+    if stopped.is_none()
+        && let Some(rest) = splitter.finish()
+    {
+        match logged(grounding.check_rest(&rest)) {
+            Ok(()) => said.say(&rest).await,
+            Err(why) => stopped = Some(why),
         }
     }
     let llm_error = match producer.await {
@@ -654,9 +650,9 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     if ctx.cancelled() {
         return (AnswerKind::Generated, llm_error);
     }
-    if said.text.is_empty() || rejected {
-        // Nothing trustworthy was written, or the model was stopped as it stated a fact
-        // its sources do not (a lead-in alone answers nothing): read the best evidence.
+    if said.text.is_empty() || stopped.as_ref().is_some_and(Rejection::lost_a_fact) {
+        // Nothing trustworthy was written, or the model was stopped as it gave a fact (a
+        // lead-in alone answers nothing): read the best evidence.
         if let Some(text) = extractive::answer(req) {
             said.say(&text).await;
         }

@@ -71,6 +71,16 @@ pub enum Priority {
     Background,
 }
 
+impl Priority {
+    /// The lane's name in metrics.
+    fn lane(self) -> &'static str {
+        match self {
+            Priority::Live => "live",
+            Priority::Background => "background",
+        }
+    }
+}
+
 /// Background jobs waiting at most, per pool.
 pub const BACKGROUND_DEPTH: usize = 2;
 
@@ -270,7 +280,7 @@ impl<M> Queue<M> {
                 }
                 if let Some(job) = job.take() {
                     lanes.live.push(tenant.clone(), job);
-                    pool_queued(self.name, "live", 1);
+                    pool_queued(self.name, priority.lane(), 1);
                 }
             }
             Priority::Background => {
@@ -279,7 +289,7 @@ impl<M> Queue<M> {
                 }
                 if let Some(job) = job.take() {
                     lanes.background.push_back(job);
-                    pool_queued(self.name, "background", 1);
+                    pool_queued(self.name, priority.lane(), 1);
                 }
             }
         }
@@ -292,11 +302,11 @@ impl<M> Queue<M> {
         let mut lanes = self.lanes.lock().ok()?;
         loop {
             if let Some(job) = lanes.live.pop() {
-                pool_queued(self.name, "live", -1);
+                pool_queued(self.name, Priority::Live.lane(), -1);
                 return Some((job, true));
             }
             if let Some(job) = lanes.background.pop_front() {
-                pool_queued(self.name, "background", -1);
+                pool_queued(self.name, Priority::Background.lane(), -1);
                 self.room.notify_waiters();
                 return Some((job, false));
             }
@@ -312,8 +322,8 @@ impl<M> Queue<M> {
             lanes.workers = lanes.workers.saturating_sub(1);
             if lanes.workers == 0 {
                 // Callers waiting for these jobs see the pool as stopped.
-                pool_queued(self.name, "live", -(lanes.live.len() as i64));
-                pool_queued(self.name, "background", -(lanes.background.len() as i64));
+                pool_queued(self.name, Priority::Live.lane(), -(lanes.live.len() as i64));
+                pool_queued(self.name, Priority::Background.lane(), -(lanes.background.len() as i64));
                 lanes.live.clear();
                 lanes.background.clear();
             }
@@ -390,6 +400,45 @@ mod tests {
             q.await.unwrap().expect("a's admitted jobs run");
         }
         assert_eq!(pool.run(|log| log.clone()).await.unwrap(), ["b", "a", "a", "a"]);
+    }
+
+    #[tokio::test]
+    async fn the_queued_gauge_counts_jobs_in_while_they_wait_and_out_when_taken() {
+        const NAME: &str = "queued-gauge-test";
+        let waiting = || crate::metrics::pool_queued_now(NAME, "live");
+        let pool = WorkerPool::spawn(NAME, 1, QueueBounds::depth(8), |_| Ok(())).unwrap();
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let (taken_tx, taken_rx) = tokio::sync::oneshot::channel::<()>();
+        let blocker = tokio::spawn({
+            let p = pool.clone();
+            async move {
+                p.run(move |_| {
+                    let _ = taken_tx.send(());
+                    let _ = hold_rx.recv();
+                })
+                .await
+            }
+        });
+        taken_rx.await.unwrap();
+        assert_eq!(waiting(), 0, "the job a worker holds no longer waits");
+        let queued: Vec<_> = (0..3)
+            .map(|_| {
+                let p = pool.clone();
+                tokio::spawn(async move { p.run(|_| ()).await })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while waiting() < 3 {
+            assert!(Instant::now() < deadline, "three jobs never counted: {}", waiting());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(waiting(), 3);
+        hold_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for q in queued {
+            q.await.unwrap().unwrap();
+        }
+        assert_eq!(waiting(), 0, "every job taken is counted out");
     }
 
     #[tokio::test]

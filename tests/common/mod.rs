@@ -158,6 +158,17 @@ impl Client {
         }
     }
 
+    /// The answer to the question asked last: the first `response.done` not cancelled (an
+    /// earlier question's answer is cancelled by the next).
+    pub async fn answer(&mut self) -> Value {
+        loop {
+            let done = self.events_until("response.done").await.pop().expect("response.done");
+            if done["status"] != "cancelled" {
+                return done;
+            }
+        }
+    }
+
     /// Events up to and including the first of type `until`.
     pub async fn events_until(&mut self, until: &str) -> Vec<Value> {
         let mut out = Vec::new();
@@ -278,7 +289,12 @@ pub async fn serve_app(app: Arc<App>) -> OwnServer {
 
 impl OwnServer {
     pub fn token(&self, tenant: &str) -> String {
-        TokenKeys::new(self.app.config.auth.signing_secret()).mint("tech-1", tenant, Role::Technician, 600)
+        self.mint("tech-1", tenant, Role::Technician)
+    }
+
+    /// A token for `user` of `tenant` in `role`, signed with this server's secret.
+    pub fn mint(&self, user: &str, tenant: &str, role: Role) -> String {
+        TokenKeys::new(self.app.config.auth.signing_secret()).mint(user, tenant, role, 600)
     }
 
     /// Opens a session with a bearer header and waits for `session.created`.
