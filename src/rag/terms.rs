@@ -327,16 +327,16 @@ impl KnownFacts {
         known
     }
 
-    /// Facts of `claim` the sources do not state. A number inside a code of the claim is
-    /// judged as part of that code ("HX-220" is one fact, not also "220"). A code that is
-    /// only the start or the end of one the sources print ("2040-C" of "IF-2040-C") is a
-    /// different part number, however much of it matches.
+    /// Facts of `claim` the sources do not state. A piece of a code the claim prints whole
+    /// is judged as part of that code ("HX-220" is one fact, not also "220"; "R-454B" not
+    /// also "454B"). A code that is only the start or the end of one the sources print
+    /// ("2040-C" of "IF-2040-C") is a different part number, however much of it matches.
     pub fn unsupported(&self, claim: &str) -> Vec<String> {
         let code_keys: BTreeSet<String> = codes(claim).into_iter().map(|c| c.key).collect();
         facts(claim)
             .into_iter()
             .filter(|f| {
-                let inside_code = !has_letter(f) && code_keys.iter().any(|k| k.contains(f.as_str()));
+                let inside_code = code_keys.iter().any(|k| k.len() > f.len() && k.contains(f.as_str()));
                 (!self.facts.contains(f) || self.cut_code(f)) && !inside_code
             })
             .collect()
@@ -379,6 +379,12 @@ mod tests {
         assert_eq!(unsupported_facts("The part number is IF-2040.", &source), ["if2040"]);
         assert!(unsupported_facts("The part number is IF-2040-C.", &source).is_empty());
         assert!(unsupported_facts("Order IF 2040 C.", &source).is_empty(), "the same code spoken apart");
+        let refrigerant = ["The RTU-40 uses R-454B refrigerant."];
+        assert!(
+            unsupported_facts("It uses R-454B refrigerant.", &refrigerant).is_empty(),
+            "the end of a code the claim prints whole is judged with it"
+        );
+        assert_eq!(unsupported_facts("It uses 454B refrigerant.", &refrigerant), ["454b"]);
         let spaced = ["Order filter HX 220 from stores."];
         assert!(
             unsupported_facts("Order the HX220.", &spaced).is_empty(),
