@@ -38,6 +38,8 @@ impl KnowledgeBase {
     pub fn open(config: &Config, backends: &Backends) -> anyhow::Result<Self> {
         let cache: Arc<dyn Cache> = backends.cache.clone();
         let w = &config.workers;
+        // One process, one set of cores: every app in it shares the gate.
+        crate::workers::gate::global().set_capacity(w.gate_threads());
         let embedder = Embedder::spawn(&config.model_paths(), w.embed, w.onnx_threads, w.into(), cache.clone())?;
         Ok(Self::new(backends.store.clone(), backends.index.clone(), embedder, cache))
     }

@@ -147,11 +147,22 @@ pub struct WorkersConfig {
     /// A live request is refused with `overloaded` (and a `retry_after_ms`) when the
     /// pool's measured pace says it would wait longer than this to start.
     pub max_queue_wait_ms: u64,
+    /// Model threads the speech, transcription and embedding pools run at once, admitted
+    /// in tenant-fair order (`workers::gate`); 0 = the machine's cores.
+    pub inference_threads: usize,
     /// Threads scoring VAD windows (each batches across sessions; 0 = one per core).
     pub vad: usize,
 }
 
 impl WorkersConfig {
+    /// The gate's capacity: `inference_threads`, or the machine's cores.
+    pub fn gate_threads(&self) -> usize {
+        match self.inference_threads {
+            0 => crate::workers::gate::cores(),
+            n => n,
+        }
+    }
+
     /// Piper's intra-op threads per worker: `tts_threads`, or the cores over the workers.
     pub fn piper_threads(&self) -> usize {
         match self.tts_threads {
@@ -214,6 +225,7 @@ impl Default for WorkersConfig {
             tts_threads: 0,
             queue_depth: 1024,
             max_queue_wait_ms: 5_000,
+            inference_threads: 0,
             vad: 0,
         }
     }

@@ -14,7 +14,7 @@ use crate::voice::stt::openai::OpenAiTranscriber;
 use crate::voice::stt::whisper::Whisper;
 use crate::voice::tts::openai::OpenAiSpeech;
 use crate::voice::tts::piper::{EspeakVoice, PiperVoice};
-use crate::workers::WorkerPool;
+use crate::workers::{WorkerPool, gate};
 
 /// One profile with its providers.
 pub struct Pipeline {
@@ -98,7 +98,9 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
                 SttKind::Whisper => {
                     let model = profile.stt.model;
                     let dir = paths.whisper_dir(model.dir())?;
-                    let pool = WorkerPool::spawn(model.pool(), w.stt, w.into(), move |_| Whisper::load(&dir))?;
+                    // Whisper's matrix products run on every core.
+                    let pool = WorkerPool::spawn(model.pool(), w.stt, w.into(), move |_| Whisper::load(&dir))?
+                        .gated(gate::cores());
                     SttProvider::Whisper(pool)
                 }
                 SttKind::Openai => {
@@ -122,13 +124,14 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
             let provider = match profile.tts.provider {
                 TtsKind::Piper => {
                     let paths = paths.clone();
-                    TtsProvider::Piper(WorkerPool::spawn("tts", w.tts, w.into(), move |_| {
-                        PiperVoice::load(&paths, threads)
-                    })?)
+                    TtsProvider::Piper(
+                        WorkerPool::spawn("tts", w.tts, w.into(), move |_| PiperVoice::load(&paths, threads))?
+                            .gated(threads),
+                    )
                 }
-                TtsKind::Espeak => {
-                    TtsProvider::Espeak(WorkerPool::spawn("tts-espeak", w.tts, w.into(), |_| EspeakVoice::load())?)
-                }
+                TtsKind::Espeak => TtsProvider::Espeak(
+                    WorkerPool::spawn("tts-espeak", w.tts, w.into(), |_| EspeakVoice::load())?.gated(1),
+                ),
                 TtsKind::Openai => {
                     let t = &profile.tts;
                     let (url, model, key) = t.endpoint.resolve().map_err(&provider_err)?;
@@ -156,6 +159,8 @@ fn build(config: &Config, shared: &mut Shared, profile: Profile) -> Result<Pipel
                 Some(p) => p.clone(),
                 None => {
                     let gguf = paths.smollm2_gguf()?;
+                    // Outside the gate: a generation holds its worker while its sentences
+                    // are spoken, and gating it would make speech wait for the whole answer.
                     let pool =
                         WorkerPool::spawn(engine.pool(), w.llm, w.into(), move |_| LocalLlm::load(&gguf, engine))?;
                     let provider = Arc::new(LlmProvider::Local(pool));

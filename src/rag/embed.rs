@@ -61,7 +61,7 @@ impl Embedder {
         cache: Arc<dyn Cache>,
     ) -> Result<Self, ModelError> {
         let paths = paths.clone();
-        let pool = WorkerPool::spawn("embed", workers, queue, move |_| load_model(&paths, threads))?;
+        let pool = WorkerPool::spawn("embed", workers, queue, move |_| load_model(&paths, threads))?.gated(threads);
         Ok(Self::new(pool, cache))
     }
 

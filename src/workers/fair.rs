@@ -100,16 +100,25 @@ impl<J> FairLane<J> {
         self.len += 1;
     }
 
-    /// The job with the smallest tag; of equal tags, the one of the shorter backlog (a
-    /// tenant asking little goes before one asking much), then the first to arrive.
-    pub fn pop(&mut self) -> Option<J> {
-        let tenant = self
-            .backlogs
+    /// The tenant whose job is next: the smallest tag; of equal tags, the shorter backlog
+    /// (a tenant asking little goes before one asking much), then the first to arrive.
+    fn next_tenant(&self) -> Option<&Arc<str>> {
+        self.backlogs
             .iter()
             .filter_map(|(tenant, b)| b.jobs.front().map(|t| ((t.start, b.jobs.len(), t.arrival), tenant)))
-            .min_by_key(|(tag, _)| *tag)?
-            .1
-            .clone();
+            .min_by_key(|(tag, _)| *tag)
+            .map(|(_, tenant)| tenant)
+    }
+
+    /// The job [`pop`](Self::pop) would take, left in place.
+    pub fn peek(&self) -> Option<&J> {
+        let tenant = self.next_tenant()?;
+        self.backlogs.get(tenant)?.jobs.front().map(|t| &t.job)
+    }
+
+    /// Takes the next job (see [`next_tenant`](Self::next_tenant)).
+    pub fn pop(&mut self) -> Option<J> {
+        let tenant = self.next_tenant()?.clone();
         let taken = self.backlogs.get_mut(&tenant)?.jobs.pop_front()?;
         self.now = taken.start;
         self.len -= 1;

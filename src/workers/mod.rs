@@ -11,8 +11,13 @@
 //! pool's measured pace says it would start within `max_queue_wait_ms`: a backlog too
 //! long to be worth waiting for is refused at once with a time to retry, never left to
 //! stall. A tenant's flood meets that bound long before anyone else does.
+//!
+//! The pools share the cores: a worker that has taken a job waits at the process-wide
+//! [`gate`] before running it, so another tenant's job in another pool is not slowed by
+//! the flood running beside it.
 
 pub mod fair;
+pub mod gate;
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -59,7 +64,11 @@ impl From<&WorkersConfig> for QueueBounds {
 /// A refused job's retry hint is never shorter than this.
 pub const MIN_RETRY: Duration = Duration::from_millis(100);
 
-type Job<M> = Box<dyn FnOnce(&mut M) -> JobOutcome + Send>;
+struct Job<M> {
+    /// Whom it is for: its place in the [`gate`].
+    tenant: Arc<str>,
+    run: Box<dyn FnOnce(&mut M) -> JobOutcome + Send>,
+}
 
 /// Which lane a job waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +139,8 @@ struct Queue<M> {
     pace_us: AtomicU64,
     /// Wakes background submitters waiting for a place.
     room: tokio::sync::Notify,
+    /// Model threads one job runs on, as the process's gate counts them; 0: outside it.
+    gate_threads: AtomicUsize,
 }
 
 pub struct WorkerPool<M> {
@@ -171,6 +182,7 @@ impl<M: 'static> WorkerPool<M> {
             workers,
             pace_us: AtomicU64::new(0),
             room: tokio::sync::Notify::new(),
+            gate_threads: AtomicUsize::new(0),
         });
         let factory = Arc::new(factory);
         let (ready_tx, ready_rx) = sync_channel::<Result<(), ModelError>>(workers);
@@ -205,6 +217,13 @@ impl<M: 'static> WorkerPool<M> {
         Ok(Self { name, _closer: Arc::new(Closer(queue.clone())), queue })
     }
 
+    /// Makes each job enter the process's [`gate`] as `threads` model threads before it
+    /// runs, sharing the cores with the other gated pools in tenant-fair order.
+    pub fn gated(self, threads: usize) -> Self {
+        self.queue.gate_threads.store(threads.max(1), Ordering::Relaxed);
+        self
+    }
+
     /// Runs `f` on a worker's model (live lane, in the backlog of the tenant the task
     /// works for: [`fair::on_behalf_of`]) and waits for its result without blocking
     /// the runtime. Dropping the returned future before a worker takes the job cancels it:
@@ -225,14 +244,15 @@ impl<M: 'static> WorkerPool<M> {
     {
         let _live = (priority == Priority::Live).then(LiveJob::enter);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut job: Option<Job<M>> = Some(Box::new(move |model| {
+        let tenant = fair::current();
+        let run = Box::new(move |model: &mut M| {
             if tx.is_closed() {
                 return JobOutcome::Abandoned;
             }
             let _ = tx.send(f(model));
             JobOutcome::Ran
-        }));
-        let tenant = fair::current();
+        });
+        let mut job = Some(Job { tenant: tenant.clone(), run });
         loop {
             // Created before the attempt, so a place freed in between is not missed.
             let room = self.queue.room.notified();
@@ -338,9 +358,11 @@ fn work<M>(name: &'static str, mut model: M, queue: &Queue<M>) {
             queue.stopped();
             return;
         };
+        let threads = queue.gate_threads.load(Ordering::Relaxed);
+        let _pass = (threads > 0).then(|| gate::global().enter(&job.tenant, live, threads));
         let started = Instant::now();
         // A panicking job fails only its own caller (its reply channel drops).
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut model))).unwrap_or_else(|_| {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut model))).unwrap_or_else(|_| {
             tracing::error!(pool = name, "inference job panicked");
             JobOutcome::Panicked
         });
