@@ -25,6 +25,8 @@ pub struct Config {
     pub backends: crate::backends::BackendsConfig,
     /// How much each user and tenant may do (per role, overridable per tenant).
     pub limits: crate::limits::LimitsConfig,
+    /// What a voice note (`POST /v1/ask`) may be.
+    pub ask: crate::http::ask::AskConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,12 +11,14 @@ use serde::Serialize;
 
 pub use fieldvox_formats::code::ErrorCode;
 
+use crate::audio::decode::DecodeError;
 use crate::auth::AuthError;
 use crate::limits::Refusal;
 use crate::llm::LlmError;
 use crate::models::ModelError;
 use crate::pipeline::providers::StageError;
 use crate::rag::{DocumentError, RagError};
+use crate::session::protocol::ErrorBody;
 use crate::session::resume::ResumeError;
 use crate::vector::VectorError;
 use crate::workers::PoolError;
@@ -90,6 +92,16 @@ impl StageError {
     }
 }
 
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::Unrecognised => ErrorCode::UnsupportedMediaType,
+            DecodeError::Corrupt(_) | DecodeError::Empty => ErrorCode::InvalidRecording,
+            DecodeError::TooLong { .. } => ErrorCode::RecordingTooLong,
+        }
+    }
+}
+
 impl ResumeError {
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -126,6 +138,18 @@ pub enum AppError {
     /// No such thing for this tenant (another tenant's ids look the same: not found).
     #[error("no such {0}")]
     NotFound(&'static str),
+    /// A request body over its configured size.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A voice note that is not a recording we read, or not a whole one.
+    #[error(transparent)]
+    Recording(#[from] DecodeError),
+    /// A voice note in which no words were heard.
+    #[error("no words were heard in the recording")]
+    NoSpeech,
+    /// A turn run for an HTTP request failed before it answered (as the socket reports it).
+    #[error("{}", .0.message)]
+    Turn(ErrorBody),
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -147,6 +171,10 @@ impl AppError {
             AppError::Refused(r) => r.into(),
             AppError::BadRequest(_) => ErrorCode::InvalidRequest,
             AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::Recording(e) => e.code(),
+            AppError::NoSpeech => ErrorCode::NoSpeech,
+            AppError::Turn(body) => body.code,
             AppError::Io(_) => ErrorCode::Internal,
         }
     }
@@ -156,8 +184,13 @@ impl AppError {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::PayloadTooLarge | ErrorCode::TooManyPages => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::InvalidDocument | ErrorCode::EmptyDocument => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::PayloadTooLarge | ErrorCode::TooManyPages | ErrorCode::RecordingTooLong => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ErrorCode::InvalidDocument
+            | ErrorCode::EmptyDocument
+            | ErrorCode::InvalidRecording
+            | ErrorCode::NoSpeech => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Interrupted => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::SessionLimit
@@ -191,6 +224,7 @@ impl AppError {
             AppError::Refused(r) => Some(r.retry_after()),
             AppError::Pool(e) => e.retry_after(),
             AppError::Rag(e) => e.retry_after(),
+            AppError::Turn(body) => body.retry_after_ms.map(Duration::from_millis),
             _ => None,
         }
     }

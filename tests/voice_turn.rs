@@ -191,3 +191,60 @@ async fn a_pause_prepares_the_retrieval_the_turn_reads() {
     let done = c.events_until("response.done").await.pop().expect("done");
     assert_eq!(done["timings"]["embed_ms"], 0.0, "the turn's search was prepared in the pause: {done}");
 }
+
+/// The round trip above with Opus both ways: the phone sends one 20 ms packet per binary
+/// frame at 48 kHz, and hears 20 ms packets at 24 kHz.
+#[tokio::test]
+async fn opus_in_and_out_gets_the_same_spoken_answer() {
+    let h = harness();
+    let mut c = h.connect(TENANT_A).await;
+    c.send_json(json!({"type": "session.update", "session": {
+        "input_audio_format": "opus", "input_sample_rate": 48000,
+        "output_audio_format": "opus", "output_sample_rate": 24000, "pipeline": "extractive"}}))
+        .await;
+    let updated = c.next_event().await;
+    assert_eq!(updated["type"], "session.updated", "{updated}");
+    assert_eq!(updated["session"]["input_audio_format"], "opus", "{updated}");
+    assert_eq!(updated["session"]["output_audio_format"], "opus", "{updated}");
+
+    let rate = 48_000;
+    let mut audio = vec![0.0; rate / 2];
+    // flite: espeak-ng's "head bolts" comes through no better than "had both sounded".
+    audio.extend(speak_flite(QUESTION, rate as u32));
+    audio.extend(vec![0.0; rate * 3 / 2]);
+    let packets =
+        fieldvox::audio::opus::OpusPackets::new(rate as u32).expect("encoder").encode(&audio).expect("encodes");
+    let sent: usize = packets.iter().map(|(p, _)| p.len()).sum();
+    for (packet, _) in packets {
+        c.send_raw(tokio_tungstenite::tungstenite::Message::binary(packet)).await;
+    }
+    let events = c.events_until("response.done").await;
+    let transcript = of_type(&events, "conversation.item.input_audio_transcription.completed")[0]["transcript"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    // flite's "torque" is heard as "org"; the rest comes through.
+    assert!(transcript.contains("compressor") && transcript.contains("rtu-40"), "transcript: {transcript}");
+    let done = events.last().unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    let cited = &of_type(&events, "response.citations")[0]["citations"];
+    assert_eq!(cited[0]["page"], 3, "heard {transcript:?}, answered {}", done["text"]);
+
+    // Each binary frame is one packet; decoded and transcribed back, the answer states the torque.
+    let mut decoder = fieldvox::audio::opus::OpusDecoder::at(16_000, 1).expect("decoder");
+    let answer: Vec<f32> = c.frames.iter().flat_map(|p| decoder.decode(p).expect("an Opus packet")).collect();
+    assert!(answer.len() > 16_000, "at least a second of answer, got {} samples", answer.len());
+    let received: usize = c.frames.iter().map(Vec::len).sum();
+    let pcm16_bytes = answer.len() / 16 * 24 * 2;
+    assert!(received * 5 < pcm16_bytes, "{received} bytes of Opus against {pcm16_bytes} of PCM16");
+    assert!(sent * 5 < audio.len() * 2, "{sent} bytes sent for {} samples", audio.len());
+    let pipeline = h.app.pipelines.get(Some("extractive")).unwrap();
+    let heard = pipeline.stt.transcribe(answer, String::new()).await.unwrap();
+    assert!(mentions_38(&heard), "answer audio says: {heard}");
+
+    // Opus cannot be 22,050 Hz: refused, and nothing of the update applied.
+    c.send_json(json!({"type": "session.update", "session": {"output_sample_rate": 22050, "equipment": "HX-220"}}))
+        .await;
+    let refused = c.next_event().await;
+    assert_eq!(refused["error"]["code"], "unsupported_audio_format", "{refused}");
+}

@@ -1,9 +1,9 @@
 //! Stable error codes: part of the protocol, sent to clients on the socket and over HTTP.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Machine-readable error codes. Their strings are part of the protocol: never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidJson,
@@ -33,6 +33,12 @@ pub enum ErrorCode {
     Forbidden,
     /// A manual that cannot be read (corrupt PDF, not text).
     InvalidDocument,
+    /// A voice note that cannot be decoded (cut short, damaged) or holds no audio.
+    InvalidRecording,
+    /// A voice note longer than the server takes.
+    RecordingTooLong,
+    /// A voice note in which no words were heard.
+    NoSpeech,
     /// A manual with no text at all (an empty file, a scan without a text layer).
     EmptyDocument,
     TooManyPages,
@@ -76,6 +82,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidDocument => "invalid_document",
+            ErrorCode::InvalidRecording => "invalid_recording",
+            ErrorCode::RecordingTooLong => "recording_too_long",
+            ErrorCode::NoSpeech => "no_speech",
             ErrorCode::EmptyDocument => "empty_document",
             ErrorCode::TooManyPages => "too_many_pages",
             ErrorCode::Interrupted => "interrupted",

@@ -9,15 +9,39 @@ use serde_json::Value;
 use crate::code::ErrorCode;
 
 /// Formats a client may declare for audio in or out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AudioFormat {
     /// 16-bit signed little-endian mono PCM.
+    #[default]
     Pcm16,
+    /// Opus, one packet per binary frame (mono; 20 ms packets out): a tenth of PCM16's
+    /// bytes, for phones on cellular links.
+    Opus,
+}
+
+impl AudioFormat {
+    /// The name a client gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AudioFormat::Pcm16 => "pcm16",
+            AudioFormat::Opus => "opus",
+        }
+    }
+
+    /// Whether `rate` can carry this format: Opus codes at five rates only.
+    pub fn takes_rate(self, rate: u32) -> bool {
+        match self {
+            AudioFormat::Pcm16 => (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate),
+            AudioFormat::Opus => OPUS_RATES.contains(&rate),
+        }
+    }
 }
 
 pub const MIN_SAMPLE_RATE: u32 = 8_000;
 pub const MAX_SAMPLE_RATE: u32 = 48_000;
+/// The rates Opus decodes and encodes at.
+pub const OPUS_RATES: [u32; 5] = [8_000, 12_000, 16_000, 24_000, 48_000];
 
 /// The `session` object of `session.update`, in fieldvox's flat shape
 /// (`input_sample_rate`), OpenAI's earlier one (`input_audio_format`, `turn_detection`) or
@@ -66,7 +90,7 @@ pub struct AudioDirection {
     pub other: BTreeMap<String, Value>,
 }
 
-/// `"pcm16"`, or `{"type": "audio/pcm", "rate": 24000}`.
+/// `"pcm16"` or `"opus"`, or `{"type": "audio/pcm", "rate": 24000}` (`audio/opus` too).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum FormatSpec {
@@ -149,7 +173,9 @@ impl Default for ServerVad {
 /// What a `session.update` changes, whatever shape it came in.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionChanges {
+    pub input_format: Option<AudioFormat>,
     pub input_rate: Option<u32>,
+    pub output_format: Option<AudioFormat>,
     pub output_rate: Option<u32>,
     pub equipment: Option<String>,
     pub pipeline: Option<String>,
@@ -169,21 +195,29 @@ fn invalid(code: ErrorCode, message: String) -> UpdateError {
     UpdateError { code, message }
 }
 
-fn rate_of(format: Option<&FormatSpec>) -> Result<Option<u32>, UpdateError> {
-    match format {
-        None => Ok(None),
-        Some(FormatSpec::Name(name)) if name == "pcm16" => Ok(None),
-        Some(FormatSpec::Spec { kind, rate }) if kind.as_deref().is_none_or(|k| k == "audio/pcm") => Ok(*rate),
-        Some(other) => {
-            let name = match other {
-                FormatSpec::Name(n) => n.clone(),
-                FormatSpec::Spec { kind, .. } => kind.clone().unwrap_or_default(),
-            };
-            Err(invalid(
+/// The format and rate a format field names (either may be left unsaid).
+fn format_of(format: Option<&FormatSpec>) -> Result<(Option<AudioFormat>, Option<u32>), UpdateError> {
+    let named = |name: &str| match name {
+        "pcm16" | "audio/pcm" => Some(AudioFormat::Pcm16),
+        "opus" | "audio/opus" => Some(AudioFormat::Opus),
+        _ => None,
+    };
+    let (name, rate) = match format {
+        None => return Ok((None, None)),
+        Some(FormatSpec::Name(name)) => (Some(name.as_str()), None),
+        Some(FormatSpec::Spec { kind, rate }) => (kind.as_deref(), *rate),
+    };
+    match name {
+        None => Ok((None, rate)),
+        Some(name) => match named(name) {
+            Some(format) => Ok((Some(format), rate)),
+            None => Err(invalid(
                 ErrorCode::UnsupportedAudioFormat,
-                format!("audio format {name:?} is not supported; use \"pcm16\" or {{\"type\": \"audio/pcm\"}}"),
-            ))
-        }
+                format!(
+                    "audio format {name:?} is not supported; use \"pcm16\", \"opus\", or {{\"type\": \"audio/pcm\"}} or \"audio/opus\""
+                ),
+            )),
+        },
     }
 }
 
@@ -247,20 +281,19 @@ impl SessionUpdate {
         if self.output_modalities.as_ref().is_some_and(|m| !m.iter().any(|m| m == "audio")) {
             ignored.push("output_modalities (answers always come as audio and text)".into());
         }
-        let input_rate = checked_rate(
-            self.input_sample_rate.or(rate_of(input.format.as_ref())?).or(rate_of(self.input_audio_format.as_ref())?),
-        )?;
-        let output_rate = checked_rate(
-            self.output_sample_rate
-                .or(rate_of(output.format.as_ref())?)
-                .or(rate_of(self.output_audio_format.as_ref())?),
-        )?;
+        let (input_now, input_then) = (format_of(input.format.as_ref())?, format_of(self.input_audio_format.as_ref())?);
+        let (output_now, output_then) =
+            (format_of(output.format.as_ref())?, format_of(self.output_audio_format.as_ref())?);
+        let input_rate = checked_rate(self.input_sample_rate.or(input_now.1).or(input_then.1))?;
+        let output_rate = checked_rate(self.output_sample_rate.or(output_now.1).or(output_then.1))?;
         let turn_detection = match input.turn_detection.or(self.turn_detection) {
             Some(spec) => Some(self::turn_detection(spec, &mut ignored)?),
             None => None,
         };
         Ok(SessionChanges {
+            input_format: input_now.0.or(input_then.0),
             input_rate,
+            output_format: output_now.0.or(output_then.0),
             output_rate,
             equipment: self.equipment,
             pipeline: self.pipeline,
@@ -496,7 +529,7 @@ pub enum ResponseStatus {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
@@ -660,6 +693,21 @@ mod tests {
         assert_eq!(e.code, ErrorCode::UnsupportedAudioFormat);
         let e = changes(r#"{"audio":{"input":{"format":{"type":"audio/pcm","rate":96000}}}}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnsupportedAudioFormat);
+    }
+
+    #[test]
+    fn opus_is_named_in_every_shape() {
+        let flat = changes(r#"{"input_audio_format":"opus","output_audio_format":"opus","output_sample_rate":48000}"#)
+            .expect("flat");
+        assert_eq!((flat.input_format, flat.output_format), (Some(AudioFormat::Opus), Some(AudioFormat::Opus)));
+        assert_eq!((flat.input_rate, flat.output_rate), (None, Some(48_000)));
+        let current = changes(r#"{"audio":{"input":{"format":{"type":"audio/opus","rate":16000}}}}"#).expect("current");
+        assert_eq!((current.input_format, current.input_rate), (Some(AudioFormat::Opus), Some(16_000)));
+        assert_eq!(current.output_format, None, "output untouched");
+        let pcm = changes(r#"{"input_audio_format":"pcm16"}"#).expect("pcm16");
+        assert_eq!(pcm.input_format, Some(AudioFormat::Pcm16));
+        assert!(AudioFormat::Opus.takes_rate(24_000) && !AudioFormat::Opus.takes_rate(22_050));
+        assert!(AudioFormat::Pcm16.takes_rate(22_050));
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl Drop for Spooled {
     }
 }
 
-fn multipart_error(e: impl std::fmt::Display) -> AppError {
+pub(super) fn multipart_error(e: impl std::fmt::Display) -> AppError {
     AppError::BadRequest(format!("malformed multipart body: {e}"))
 }
 
@@ -123,7 +123,7 @@ async fn spool(dir: &FsPath, mut field: Field<'_>, limit: u64) -> Api<Spooled> {
 }
 
 /// A short text field, read up to `max` characters.
-async fn small_text(mut field: Field<'_>, name: &str, max: usize) -> Api<String> {
+pub(super) async fn small_text(mut field: Field<'_>, name: &str, max: usize) -> Api<String> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         bytes.extend_from_slice(&chunk);

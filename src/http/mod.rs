@@ -1,6 +1,7 @@
 //! HTTP surface: the talk page, health, readiness, metrics, the realtime WebSocket
-//! endpoint, the manuals API, turn review and usage, and the OpenAPI document.
+//! endpoint, voice notes, the manuals API, turn review and usage, and the OpenAPI document.
 
+pub mod ask;
 pub mod bearer;
 pub mod manuals;
 pub mod openapi;
@@ -28,6 +29,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/realtime", get(realtime::upgrade))
+        // A voice note is read whole, and cut off at `ask.max_bytes` by the handler.
+        .route("/v1/ask", post(ask::ask).layer(DefaultBodyLimit::disable()))
         // The upload streams to disk and enforces `ingest.max_bytes` itself.
         .route("/v1/manuals", post(manuals::upload).get(manuals::list).layer(DefaultBodyLimit::disable()))
         .route("/v1/manuals/{id}", get(manuals::show).delete(manuals::delete))

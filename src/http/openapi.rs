@@ -7,16 +7,18 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{manuals, turns};
+use super::{ask, manuals, turns};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "fieldvox",
-        description = "Manuals, ingest jobs and search of a fieldvox server. Voice sessions use the \
-                       realtime WebSocket at /v1/realtime (see the README's protocol section)."
+        description = "Voice notes, manuals, ingest jobs and search of a fieldvox server. Live voice \
+                       sessions use the realtime WebSocket at /v1/realtime (see the README's protocol \
+                       section)."
     ),
     paths(
+        ask::ask,
         manuals::upload,
         manuals::list,
         manuals::show,
@@ -31,6 +33,7 @@ use super::{manuals, turns};
     ),
     modifiers(&BearerAuth),
     tags(
+        (name = "voice", description = "A recorded question, answered as a live turn would be"),
         (name = "manuals", description = "Admins upload and manage their company's manuals; technicians read them"),
         (name = "jobs", description = "Progress of an upload's ingest"),
         (name = "search", description = "The passages a voice turn would use, for text clients and debugging"),

@@ -14,6 +14,7 @@ use super::cancel::Cancel;
 use super::followup;
 use super::profile::{Profile, Rewrite};
 use super::providers::{Speech, StageError, TtsProvider};
+use crate::audio::opus::OpusPackets;
 use crate::audio::pcm::{encode_pcm16, rms_dbfs};
 use crate::audio::resample::resample;
 use crate::error::ErrorCode;
@@ -22,6 +23,7 @@ use crate::llm::extractive;
 use crate::llm::grounding::{Grounding, Rejection};
 use crate::llm::prompt::{source_label, source_sentence};
 use crate::metrics::{Metrics, Stage};
+use crate::models::ModelError;
 use crate::rag::evidence::Evidence;
 use crate::rag::retrieve::{Passage, RetrievalTimings};
 use crate::rag::{KnowledgeBase, RagError};
@@ -29,7 +31,7 @@ use crate::session::dialect::Outbox;
 use crate::session::history::Exchange;
 use crate::session::playback::Playback;
 use crate::session::protocol::{
-    Citation, ErrorBody, ItemInfo, ItemRole, ResponseStatus, ServerEvent, Timings, answer_item_id,
+    AudioFormat, Citation, ErrorBody, ItemInfo, ItemRole, ResponseStatus, ServerEvent, Timings, answer_item_id,
 };
 use crate::store::TurnEntry;
 use crate::voice::sentences::SentenceSplitter;
@@ -96,6 +98,8 @@ pub struct TurnContext {
     /// The user item this turn answers (its transcript is reported under this id).
     pub item_id: String,
     pub output_rate: u32,
+    /// PCM16 frames of 100 ms, or Opus packets of 20 ms.
+    pub output_format: AudioFormat,
     /// Set by the session on barge-in, `response.cancel` or when it ends.
     pub cancel: Cancel,
     /// Tags this turn's audio so the writer can drop it once cancelled.
@@ -664,6 +668,34 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     (AnswerKind::Generated, llm_error)
 }
 
+/// One sentence's speech as the client's frames, each with the samples it holds: PCM16
+/// of [`AUDIO_FRAME_MS`], or Opus packets of 20 ms.
+fn frames(
+    format: AudioFormat,
+    rate: u32,
+    opus: &mut Option<OpusPackets>,
+    samples: &[f32],
+) -> Result<Vec<(Vec<u8>, usize)>, StageError> {
+    match format {
+        AudioFormat::Pcm16 => {
+            let per_frame = (rate as usize * AUDIO_FRAME_MS / 1000).max(1);
+            let frame = |chunk: &[f32]| {
+                let mut pcm = Vec::with_capacity(chunk.len() * 2);
+                encode_pcm16(chunk, &mut pcm);
+                (pcm, chunk.len())
+            };
+            Ok(samples.chunks(per_frame).map(frame).collect())
+        }
+        AudioFormat::Opus => {
+            let encoder = match opus {
+                Some(encoder) => encoder,
+                None => opus.insert(OpusPackets::new(rate).map_err(|e| ModelError::load("opus encoder", e))?),
+            };
+            Ok(encoder.encode(samples).map_err(|e| ModelError::inference("opus encoder", e))?)
+        }
+    }
+}
+
 /// Sentences synthesizing at once per turn: the one being sent and the next.
 const SYNTHESIS_AHEAD: usize = 2;
 
@@ -676,6 +708,7 @@ struct SpeakContext {
     audio_seq: u64,
     playback: Arc<Playback>,
     output_rate: u32,
+    output_format: AudioFormat,
     response_id: String,
 }
 
@@ -688,6 +721,7 @@ impl SpeakContext {
             audio_seq: ctx.audio_seq,
             playback: ctx.playback.clone(),
             output_rate: ctx.output_rate,
+            output_format: ctx.output_format,
             response_id: ctx.response_id.clone(),
         }
     }
@@ -715,7 +749,8 @@ async fn apologise(ctx: &TurnContext, ended_at: Instant, timings: &mut Timings) 
 /// Speaks sentences in order; returns when the first audio frame was queued.
 async fn speak(ctx: SpeakContext, mut sentences: mpsc::Receiver<String>) -> Result<Option<Instant>, StageError> {
     let mut first_audio = None;
-    let mut pcm = Vec::new();
+    // One encoder for the whole answer, so its packets flow on from sentence to sentence.
+    let mut opus: Option<OpusPackets> = None;
     let mut ahead: FuturesOrdered<Synthesis> = FuturesOrdered::new();
     let mut writing = true;
     loop {
@@ -745,27 +780,24 @@ async fn speak(ctx: SpeakContext, mut sentences: mpsc::Receiver<String>) -> Resu
         };
         let speech = speech?;
         let samples = resample(&speech.samples, speech.sample_rate, ctx.output_rate);
-        pcm.clear();
-        encode_pcm16(&samples, &mut pcm);
+        let frames = frames(ctx.output_format, ctx.output_rate, &mut opus, &samples)?;
         if first_audio.is_none() {
             let started =
                 ServerEvent::AudioStarted { response_id: ctx.response_id.clone(), sample_rate: ctx.output_rate };
             ctx.out.event(&started).await;
         }
-        let frame_bytes = ctx.output_rate as usize * AUDIO_FRAME_MS / 1000 * 2;
         let mut sent_samples = 0;
-        for frame in pcm.chunks(frame_bytes.max(2)) {
+        for (frame, frame_samples) in &frames {
             if ctx.cancel.is_cancelled() {
                 return Ok(first_audio);
             }
             if !ctx.out.audio(ctx.audio_seq, &ctx.response_id, frame).await {
                 return Ok(first_audio);
             }
-            let frame_samples = frame.len() / 2;
             let start = samples.len().min(sent_samples);
             let level = rms_dbfs(&samples[start..samples.len().min(start + frame_samples)]);
             sent_samples += frame_samples;
-            ctx.playback.sent(frame_samples as u64 * 1_000_000 / ctx.output_rate as u64, level);
+            ctx.playback.sent(*frame_samples as u64 * 1_000_000 / ctx.output_rate as u64, level);
             first_audio.get_or_insert_with(Instant::now);
         }
     }

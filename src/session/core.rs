@@ -21,11 +21,12 @@ use super::history::{Exchange, History, heard_part};
 use super::interruption::{Verdict, judge};
 use super::playback::Playback;
 use super::protocol::{
-    AudioFormat, ClientEvent, ErrorBody, ItemInfo, ItemRole, ItemText, ResponseStatus, ServerEvent, ServerVad,
-    SessionInfo, SessionLimits, SessionUpdate, Timings, TurnDetection, answer_item_id,
+    AudioFormat, ClientEvent, ErrorBody, ItemInfo, ItemRole, ItemText, OPUS_RATES, ResponseStatus, ServerEvent,
+    ServerVad, SessionInfo, SessionLimits, SessionUpdate, Timings, TurnDetection, answer_item_id,
 };
 use super::resume::ResumeState;
 use crate::app::App;
+use crate::audio::opus::OpusDecoder;
 use crate::audio::pcm::rms_dbfs;
 use crate::auth::Claims;
 use crate::error::ErrorCode;
@@ -128,6 +129,10 @@ pub struct Session {
     signals: mpsc::Sender<Signal>,
     input_rate: Option<u32>,
     output_rate: u32,
+    input_format: AudioFormat,
+    output_format: AudioFormat,
+    /// Decodes the client's Opus packets, made on the first (per input rate).
+    opus_in: Option<OpusDecoder>,
     equipment: Option<String>,
     turn_detection: TurnDetection,
     pipeline: Arc<Pipeline>,
@@ -170,6 +175,9 @@ impl Session {
             signals: wiring.signals,
             input_rate: dialect.default_input_rate(),
             output_rate: dialect.default_output_rate(),
+            input_format: AudioFormat::Pcm16,
+            output_format: AudioFormat::Pcm16,
+            opus_in: None,
             equipment: None,
             turn_detection: TurnDetection::ServerVad(ServerVad::default()),
             pipeline,
@@ -212,6 +220,8 @@ impl Session {
         }
         self.input_rate = state.input_rate;
         self.output_rate = state.output_rate;
+        self.input_format = state.input_format;
+        self.output_format = state.output_format;
         self.equipment = state.equipment;
         self.turn_detection = state.turn_detection.map_or(TurnDetection::Manual, TurnDetection::ServerVad);
         self.history = state.history;
@@ -241,6 +251,8 @@ impl Session {
             pipeline: self.pipeline.profile.name.clone(),
             input_rate: self.input_rate,
             output_rate: self.output_rate,
+            input_format: self.input_format,
+            output_format: self.output_format,
             equipment: self.equipment.clone(),
             turn_detection: self.turn_detection.server_vad().cloned(),
             history: std::mem::take(&mut self.history),
@@ -263,9 +275,9 @@ impl Session {
         SessionInfo {
             id: self.id.to_string(),
             tenant: self.claims.tenant.clone(),
-            input_audio_format: AudioFormat::Pcm16,
+            input_audio_format: self.input_format,
             input_sample_rate: self.input_rate.unwrap_or(16_000),
-            output_audio_format: AudioFormat::Pcm16,
+            output_audio_format: self.output_format,
             output_sample_rate: self.output_rate,
             equipment: self.equipment.clone(),
             pipeline: self.pipeline.profile.name.clone(),
@@ -417,6 +429,21 @@ impl Session {
             Ok(c) => c,
             Err(e) => return self.error(e.code, e.message).await,
         };
+        // The formats and rates it leaves the session with must go together; if not,
+        // nothing of it is applied.
+        let input_format = changes.input_format.unwrap_or(self.input_format);
+        let output_format = changes.output_format.unwrap_or(self.output_format);
+        let input_rate = changes.input_rate.or(self.input_rate).unwrap_or(16_000);
+        let output_rate = changes.output_rate.unwrap_or(self.output_rate);
+        for (side, format, rate) in [("input", input_format, input_rate), ("output", output_format, output_rate)] {
+            if !format.takes_rate(rate) {
+                let message = format!(
+                    "{side} audio {} cannot be {rate} Hz; Opus takes {OPUS_RATES:?} (set {side}_sample_rate)",
+                    format.name()
+                );
+                return self.error(ErrorCode::UnsupportedAudioFormat, message).await;
+            }
+        }
         if let Some(name) = changes.pipeline.as_deref() {
             match self.app.pipelines.select(name) {
                 Some(p) => {
@@ -433,14 +460,14 @@ impl Session {
             }
         }
         // A native client that names no rate is at 16 kHz once it has declared a format.
-        let rate = changes.input_rate.or(self.input_rate).unwrap_or(16_000);
-        if self.input_rate != Some(rate) {
+        if self.input_rate != Some(input_rate) || self.input_format != input_format {
             self.voice = None;
+            self.opus_in = None;
         }
-        self.input_rate = Some(rate);
-        if let Some(rate) = changes.output_rate {
-            self.output_rate = rate;
-        }
+        self.input_rate = Some(input_rate);
+        self.input_format = input_format;
+        self.output_rate = output_rate;
+        self.output_format = output_format;
         if let Some(e) = changes.equipment {
             let e = e.trim();
             self.equipment = (!e.is_empty() && e != "*").then(|| e.to_string());
@@ -477,7 +504,8 @@ impl Session {
         config
     }
 
-    /// PCM16 audio at the session's input rate.
+    /// One binary frame of the client's audio: PCM16, or one Opus packet, at the
+    /// session's input rate.
     pub async fn on_audio(&mut self, bytes: &[u8]) {
         let Some(rate) = self.input_rate else {
             return self
@@ -487,10 +515,17 @@ impl Session {
         if self.voice.is_none() {
             self.voice = Some(VoiceInput::new(rate, self.endpoint_config()));
         }
-        let Some(voice) = self.voice.as_mut() else { return };
-        if let Err(e) = voice.push_pcm16(bytes) {
-            return self.error(ErrorCode::InvalidAudio, e.to_string()).await;
+        let pushed = match self.input_format {
+            AudioFormat::Pcm16 => match self.voice.as_mut() {
+                Some(voice) => voice.push_pcm16(bytes).map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
+            AudioFormat::Opus => self.push_opus(bytes, rate),
+        };
+        if let Err(e) = pushed {
+            return self.error(ErrorCode::InvalidAudio, e).await;
         }
+        let Some(voice) = self.voice.as_mut() else { return };
         if self.turn_detection == TurnDetection::Manual {
             // No VAD: everything until the client's commit is the question.
             voice.hold();
@@ -525,6 +560,17 @@ impl Session {
         if let Some(Endpoint::SpeechStopped { audio_end_ms, utterance }) = ended {
             self.speech_stopped(audio_end_ms, utterance).await;
         }
+    }
+
+    /// Decodes one Opus packet into the voice input.
+    fn push_opus(&mut self, packet: &[u8], rate: u32) -> Result<(), String> {
+        if self.opus_in.is_none() {
+            self.opus_in = Some(OpusDecoder::at(rate, 1).map_err(|e| format!("no Opus decoder at {rate} Hz: {e}"))?);
+        }
+        let (Some(decoder), Some(voice)) = (self.opus_in.as_mut(), self.voice.as_mut()) else { return Ok(()) };
+        let samples = decoder.decode(packet).map_err(|e| format!("not an Opus packet: {e}"))?;
+        voice.push_samples(&samples);
+        Ok(())
     }
 
     /// Per microphone window at `level`: the echo gate for it, the loudness of speech
@@ -915,6 +961,7 @@ impl Session {
             out: self.out.clone(),
             item_id: item_id.clone(),
             output_rate: self.output_rate,
+            output_format: self.output_format,
             cancel: cancel.clone(),
             audio_seq: seq,
             playback: playback.clone(),

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 pub use super::protocol::answer_item_id;
-use super::protocol::{ItemRole, ResponseStatus, ServerEvent, SessionInfo};
+use super::protocol::{AudioFormat, ItemRole, ResponseStatus, ServerEvent, SessionInfo};
 
 /// The API's fixed PCM rate, both ways, until the client declares another.
 pub const SAMPLE_RATE: u32 = 24_000;
@@ -27,6 +27,14 @@ fn event(kind: &str, fields: Value) -> String {
     value.to_string()
 }
 
+/// A format as OpenAI's session shape names it.
+fn mime(format: AudioFormat) -> &'static str {
+    match format {
+        AudioFormat::Pcm16 => "audio/pcm",
+        AudioFormat::Opus => "audio/opus",
+    }
+}
+
 fn session(info: &SessionInfo) -> Value {
     json!({
         "type": "realtime",
@@ -36,11 +44,11 @@ fn session(info: &SessionInfo) -> Value {
         "output_modalities": ["audio"],
         "audio": {
             "input": {
-                "format": { "type": "audio/pcm", "rate": info.input_sample_rate },
+                "format": { "type": mime(info.input_audio_format), "rate": info.input_sample_rate },
                 "turn_detection": info.turn_detection,
                 "transcription": { "model": "fieldvox" },
             },
-            "output": { "format": { "type": "audio/pcm", "rate": info.output_sample_rate } },
+            "output": { "format": { "type": mime(info.output_audio_format), "rate": info.output_sample_rate } },
         },
         "tenant": info.tenant,
         "equipment": info.equipment,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::history::History;
-use super::protocol::ServerVad;
+use super::protocol::{AudioFormat, ServerVad};
 use crate::auth::{Claims, now_secs};
 use crate::backends::redis::RedisLink;
 
@@ -36,6 +36,11 @@ pub struct ResumeState {
     pub pipeline: String,
     pub input_rate: Option<u32>,
     pub output_rate: u32,
+    /// Absent in state parked by a server from before Opus: PCM16.
+    #[serde(default)]
+    pub input_format: AudioFormat,
+    #[serde(default)]
+    pub output_format: AudioFormat,
     pub equipment: Option<String>,
     /// `None`: the client commits its own turns.
     pub turn_detection: Option<ServerVad>,
@@ -173,6 +178,8 @@ mod tests {
             pipeline: "field-assistant".into(),
             input_rate: Some(16_000),
             output_rate: 16_000,
+            input_format: AudioFormat::Opus,
+            output_format: AudioFormat::Pcm16,
             equipment: Some("RTU-40".into()),
             turn_detection: Some(ServerVad::default()),
             history: History::default(),

@@ -36,6 +36,11 @@ impl VoiceInput {
         Ok(())
     }
 
+    /// Adds decoded samples at the client's rate (an Opus packet's).
+    pub fn push_samples(&mut self, samples: &[f32]) {
+        self.resampler.process(samples, &mut self.pending);
+    }
+
     /// The next full 32 ms window, if one is buffered.
     pub fn next_window(&mut self) -> Option<[f32; WINDOW]> {
         if self.pending.len() < WINDOW {

@@ -128,6 +128,8 @@ pub struct Client {
     pub ws: Socket,
     /// Answer audio received so far (PCM16 bytes).
     pub audio: Vec<u8>,
+    /// The same, frame by frame (one Opus packet each when the output is Opus).
+    pub frames: Vec<Vec<u8>>,
 }
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -151,7 +153,10 @@ impl Client {
                 .expect("frame");
             match msg {
                 Message::Text(t) => return serde_json::from_str(&t).expect("json event"),
-                Message::Binary(b) => self.audio.extend_from_slice(&b),
+                Message::Binary(b) => {
+                    self.audio.extend_from_slice(&b);
+                    self.frames.push(b.to_vec());
+                }
                 Message::Close(f) => panic!("closed: {f:?}"),
                 _ => {}
             }
@@ -308,7 +313,7 @@ pub async fn open_session(addr: SocketAddr, token: &str) -> Client {
     let mut req = format!("ws://{addr}/v1/realtime").into_client_request().expect("request");
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
-    let mut client = Client { ws, audio: Vec::new() };
+    let mut client = Client { ws, audio: Vec::new(), frames: Vec::new() };
     let created = client.next_event().await;
     assert_eq!(created["type"], "session.created", "{created}");
     client
@@ -322,7 +327,7 @@ pub async fn open_with(addr: SocketAddr, token: &str, resume: Option<&str>) -> R
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, _)) => {
-            let mut c = Client { ws, audio: Vec::new() };
+            let mut c = Client { ws, audio: Vec::new(), frames: Vec::new() };
             let created = c.next_event().await;
             assert_eq!(created["type"], "session.created", "{created}");
             Ok((c, created))
