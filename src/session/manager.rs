@@ -66,6 +66,7 @@ impl Drop for SessionGuard {
 
 impl SessionManager {
     pub fn new(max: usize, metrics: Metrics) -> Self {
+        metrics.session_cap(max);
         let (drain, _) = watch::channel(false);
         let inner = Inner {
             sessions: DashMap::new(),
