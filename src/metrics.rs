@@ -222,8 +222,9 @@ impl Metrics {
         )
         .expect("valid metric");
         // The session cap, for "sessions near the cap" alerts (deploy/prometheus/alerts.yml).
-        let sessions_max = IntGauge::with_opts(Opts::new("sessions_max", "Sessions this instance accepts (server.max_sessions)"))
-            .expect("valid metric");
+        let sessions_max =
+            IntGauge::with_opts(Opts::new("sessions_max", "Sessions this instance accepts (server.max_sessions)"))
+                .expect("valid metric");
         for c in [
             Box::new(rate_limits.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sessions_max.clone()),

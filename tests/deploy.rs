@@ -65,7 +65,9 @@ fn the_kubernetes_manifests_validate_and_drain_in_time() {
 
     let docs: Vec<Value> = files.iter().flat_map(|f| yaml(f).as_array().cloned().unwrap_or_default()).collect();
     let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-    for kind in ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "PodDisruptionBudget", "Secret", "Service"] {
+    for kind in
+        ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "PodDisruptionBudget", "Secret", "Service"]
+    {
         assert!(kinds.contains(kind), "no {kind} in deploy/k8s: {kinds:?}");
     }
     // The pod is given time for its preStop pause and the server's whole drain.
