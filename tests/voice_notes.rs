@@ -200,6 +200,7 @@ async fn files_that_are_not_whole_recordings_are_refused_with_stable_codes() {
     let bytes = std::fs::read(&wav).expect("note");
     let (status, body) = ask(bytes.clone(), "q.wav", &[("answer_audio", "mp3")], Some(&token)).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
-    let (status, _) = ask(bytes, "q.wav", &[], None).await;
+    // A few bytes: refused before its body is read, a large one would meet a closed socket.
+    let (status, _) = ask(bytes[..64].to_vec(), "q.wav", &[], None).await;
     assert_eq!(status, 401);
 }
