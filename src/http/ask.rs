@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use super::Api;
 use super::manuals::{caller, multipart_error, small_text};
 use crate::app::App;
 use crate::audio::decode::{Recording, decode};
@@ -31,8 +32,6 @@ use crate::session::dialect::{Dialect, Outbox};
 use crate::session::playback::Playback;
 use crate::session::protocol::{AudioFormat, Citation, ErrorBody, Timings};
 use crate::workers::fair;
-
-type Api<T> = Result<T, AppError>;
 
 /// The answer audio's rate: Piper's own, so WAV answers are not resampled.
 const ANSWER_RATE: u32 = 22_050;

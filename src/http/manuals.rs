@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::Api;
 use super::bearer::authenticate;
 use super::paging;
 use crate::app::App;
@@ -34,8 +35,6 @@ use crate::rag::RagError;
 use crate::rag::ingest::{Accepted, NewManual, inspect};
 use crate::store::{Job, Manual, ManualFilter};
 use crate::workers::fair;
-
-type Api<T> = Result<T, AppError>;
 
 /// Longest equipment id and title accepted.
 const MAX_EQUIPMENT_CHARS: usize = 64;

@@ -21,6 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
+use crate::error::AppError;
+
+/// What an HTTP handler returns: its answer, or an error shown with its stable code.
+pub type Api<T> = Result<T, AppError>;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()

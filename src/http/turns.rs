@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::Api;
 use super::manuals::caller;
 use super::paging;
 use crate::app::App;
@@ -17,8 +18,6 @@ use crate::auth::{Action, now_secs};
 use crate::error::{AppError, ErrorResponse};
 use crate::rag::RagError;
 use crate::store::{TurnEntry, TurnFilter, UsageRow};
-
-type Api<T> = Result<T, AppError>;
 
 const PAGE_DEFAULT: usize = 50;
 const PAGE_MAX: usize = 500;
