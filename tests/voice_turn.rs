@@ -212,11 +212,14 @@ async fn opus_in_and_out_gets_the_same_spoken_answer() {
     // flite: espeak-ng's "head bolts" comes through no better than "had both sounded".
     audio.extend(speak_flite(QUESTION, rate as u32));
     audio.extend(vec![0.0; rate * 3 / 2]);
-    let packets =
-        fieldvox::audio::opus::OpusPackets::new(rate as u32).expect("encoder").encode(&audio).expect("encodes");
-    let sent: usize = packets.iter().map(|(p, _)| p.len()).sum();
-    for (packet, _) in packets {
-        c.send_raw(tokio_tungstenite::tungstenite::Message::binary(packet)).await;
+    let mut coded = Vec::new();
+    let packets = fieldvox::audio::opus::OpusPackets::new(rate as u32)
+        .expect("encoder")
+        .encode(&audio, &mut coded)
+        .expect("encodes");
+    let sent = coded.len();
+    for packet in packets {
+        c.send_raw(tokio_tungstenite::tungstenite::Message::binary(coded[packet].to_vec())).await;
     }
     let events = c.events_until("response.done").await;
     let transcript = of_type(&events, "conversation.item.input_audio_transcription.completed")[0]["transcript"]
@@ -232,7 +235,7 @@ async fn opus_in_and_out_gets_the_same_spoken_answer() {
 
     // Each binary frame is one packet; decoded and transcribed back, the answer states the torque.
     let mut decoder = fieldvox::audio::opus::OpusDecoder::at(16_000, 1).expect("decoder");
-    let answer: Vec<f32> = c.frames.iter().flat_map(|p| decoder.decode(p).expect("an Opus packet")).collect();
+    let answer: Vec<f32> = c.frames.iter().flat_map(|p| decoder.decode(p).expect("an Opus packet").to_vec()).collect();
     assert!(answer.len() > 16_000, "at least a second of answer, got {} samples", answer.len());
     let received: usize = c.frames.iter().map(Vec::len).sum();
     let pcm16_bytes = answer.len() / 16 * 24 * 2;

@@ -98,26 +98,27 @@ pub fn decode(bytes: Vec<u8>, max_seconds: u32) -> Result<Recording, DecodeError
             continue;
         }
         let decoded = match &mut codec {
-            Codec::Opus(decoder) => decoder.decode(&packet.data).map(|pcm| (pcm, decoder.channels())),
+            Codec::Opus(decoder) => {
+                let channels = decoder.channels();
+                decoder.decode(&packet.data).map(|pcm| downmix_into(pcm, channels, &mut mono))
+            }
             Codec::Media(decoder) => match decoder.decode(&packet) {
                 Ok(buffer) => {
                     let channels = buffer.spec().channels.count().max(1);
                     let mut interleaved = SampleBuffer::<f32>::new(buffer.capacity() as u64, *buffer.spec());
                     interleaved.copy_interleaved_ref(buffer);
-                    Ok((interleaved.samples().to_vec(), channels))
+                    downmix_into(interleaved.samples(), channels, &mut mono);
+                    Ok(())
                 }
                 Err(MediaError::DecodeError(e)) => Err(e.to_string()),
                 Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
             },
         };
-        match decoded {
-            Ok((interleaved, channels)) => downmix_into(&interleaved, channels, &mut mono),
-            // One damaged frame is skipped, as a player would; a stream of them is not audio.
-            Err(e) => {
-                damaged += 1;
-                if damaged > 8 {
-                    return Err(DecodeError::Corrupt(e));
-                }
+        // One damaged frame is skipped, as a player would; a stream of them is not audio.
+        if let Err(e) = decoded {
+            damaged += 1;
+            if damaged > 8 {
+                return Err(DecodeError::Corrupt(e));
             }
         }
         if mono.len() as u64 > max_frames {
@@ -155,7 +156,8 @@ fn codec_name(short: &str) -> &'static str {
     }
 }
 
-fn downmix_into(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
+/// Appends interleaved frames of `channels` to `out` as mono (the channels averaged).
+pub(super) fn downmix_into(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
     if channels == 1 {
         out.extend_from_slice(interleaved);
         return;

@@ -2,6 +2,8 @@
 //! `opus` format), answer audio encoded as 20 ms packets for the socket, or as an Ogg Opus
 //! file (RFC 7845) for voice notes. About a tenth of PCM16's bytes either way.
 
+use std::ops::Range;
+
 use opus::{Application, Channels};
 
 use super::resample::resample;
@@ -39,11 +41,11 @@ impl OpusDecoder {
         self.channels
     }
 
-    /// One packet's samples, interleaved, at the decoder's rate.
-    pub fn decode(&mut self, packet: &[u8]) -> Result<Vec<f32>, String> {
+    /// One packet's samples, interleaved, at the decoder's rate (valid until the next).
+    pub fn decode(&mut self, packet: &[u8]) -> Result<&[f32], String> {
         let decoder = self.decoder.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let frames = decoder.decode_float(packet, &mut self.out, false).map_err(|e| e.to_string())?;
-        Ok(self.out[..frames * self.channels].to_vec())
+        Ok(&self.out[..frames * self.channels])
     }
 }
 
@@ -51,31 +53,47 @@ impl OpusDecoder {
 pub struct OpusPackets {
     encoder: opus::Encoder,
     frame: usize,
-    buf: Vec<u8>,
+    /// The last, short frame padded with silence.
+    padded: Vec<f32>,
 }
+
+/// The most one 20 ms packet takes (libopus's own bound for a frame is 1,275 bytes).
+const MAX_PACKET_BYTES: usize = 1_500;
 
 impl OpusPackets {
     pub fn new(rate: u32) -> Result<Self, opus::Error> {
         let encoder = opus::Encoder::new(rate, Channels::Mono, Application::Voip)?;
-        Ok(Self { encoder, frame: rate as usize / 50, buf: vec![0; 4_000] })
+        Ok(Self { encoder, frame: rate as usize / 50, padded: Vec::new() })
     }
 
-    /// `samples` as packets, each with the samples it holds; the last frame is padded
-    /// with silence (a sentence ends in a pause anyway).
-    pub fn encode(&mut self, samples: &[f32]) -> Result<Vec<(Vec<u8>, usize)>, opus::Error> {
+    /// Samples in each packet.
+    pub fn frame_samples(&self) -> usize {
+        self.frame
+    }
+
+    /// Samples the encoder delays its output by (an Ogg file's pre-skip).
+    pub fn lookahead(&mut self) -> Result<usize, opus::Error> {
+        Ok(usize::try_from(self.encoder.get_lookahead()?).unwrap_or(0))
+    }
+
+    /// Appends `samples` to `out` as packets, the last frame padded with silence (a
+    /// sentence ends in a pause anyway); returns where each packet lies in `out`.
+    pub fn encode(&mut self, samples: &[f32], out: &mut Vec<u8>) -> Result<Vec<Range<usize>>, opus::Error> {
         let mut packets = Vec::with_capacity(samples.len().div_ceil(self.frame));
-        let mut padded = Vec::new();
         for chunk in samples.chunks(self.frame) {
             let frame = if chunk.len() == self.frame {
                 chunk
             } else {
-                padded.clear();
-                padded.extend_from_slice(chunk);
-                padded.resize(self.frame, 0.0);
-                &padded
+                self.padded.clear();
+                self.padded.extend_from_slice(chunk);
+                self.padded.resize(self.frame, 0.0);
+                &self.padded
             };
-            let n = self.encoder.encode_float(frame, &mut self.buf)?;
-            packets.push((self.buf[..n].to_vec(), self.frame));
+            let start = out.len();
+            out.resize(start + MAX_PACKET_BYTES, 0);
+            let n = self.encoder.encode_float(frame, &mut out[start..])?;
+            out.truncate(start + n);
+            packets.push(start..start + n);
         }
         Ok(packets)
     }
@@ -83,27 +101,21 @@ impl OpusPackets {
 
 /// `samples` (mono at `rate`) as an Ogg Opus file.
 pub fn ogg_opus(samples: &[f32], rate: u32) -> Result<Vec<u8>, opus::Error> {
-    let mut encoder = opus::Encoder::new(OPUS_RATE, Channels::Mono, Application::Voip)?;
-    let pre_skip = u16::try_from(encoder.get_lookahead()?).unwrap_or(0);
-    let mut pcm = resample(samples, rate, OPUS_RATE);
-    pcm.resize(pcm.len().div_ceil(FRAME).max(1) * FRAME, 0.0);
+    let mut encoder = OpusPackets::new(OPUS_RATE)?;
+    let pre_skip = u16::try_from(encoder.lookahead()?).unwrap_or(0);
+    let mut bytes = Vec::new();
+    let packets = encoder.encode(&resample(samples, rate, OPUS_RATE), &mut bytes)?;
     let mut ogg = OggWriter::new(0x6669_6576); // "fiev"
     ogg.page(&[&opus_head(pre_skip, rate)], 0, PageKind::First);
     ogg.page(&[&opus_tags()], 0, PageKind::Middle);
-    let mut buf = vec![0u8; 4_000];
-    let chunks: Vec<&[f32]> = pcm.chunks(FRAME).collect();
     // A page of 50 packets (one second) keeps the per-page overhead under 2 %.
-    for (page_no, page) in chunks.chunks(50).enumerate() {
-        let mut packets = Vec::with_capacity(page.len());
-        for frame in page {
-            let n = encoder.encode_float(frame, &mut buf)?;
-            packets.push(buf[..n].to_vec());
-        }
+    let pages: Vec<&[Range<usize>]> = packets.chunks(50).collect();
+    for (page_no, page) in pages.iter().enumerate() {
         let done_frames = (page_no * 50 + page.len()) * FRAME;
         let granule = (done_frames + usize::from(pre_skip)) as u64;
-        let last = (page_no + 1) * 50 >= chunks.len();
-        let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
-        ogg.page(&refs, granule, if last { PageKind::Last } else { PageKind::Middle });
+        let kind = if page_no + 1 == pages.len() { PageKind::Last } else { PageKind::Middle };
+        let refs: Vec<&[u8]> = page.iter().map(|r| &bytes[r.clone()]).collect();
+        ogg.page(&refs, granule, kind);
     }
     Ok(ogg.bytes)
 }
@@ -197,14 +209,18 @@ mod tests {
         let rate = 24_000;
         let tone: Vec<f32> =
             (0..rate / 2).map(|i| (i as f32 * 300.0 * std::f32::consts::TAU / rate as f32).sin() * 0.5).collect();
-        let packets = OpusPackets::new(rate as u32).expect("encoder").encode(&tone).expect("encodes");
+        let mut encoder = OpusPackets::new(rate as u32).expect("encoder");
+        let mut bytes = Vec::new();
+        let packets = encoder.encode(&tone, &mut bytes).expect("encodes");
         assert_eq!(packets.len(), 25, "half a second in 20 ms packets");
-        assert!(packets.iter().all(|(_, samples)| *samples == 480));
-        let bytes: usize = packets.iter().map(|(p, _)| p.len()).sum();
-        assert!(bytes * 5 < tone.len() * 2, "{bytes} bytes: well under a fifth of PCM16");
+        assert_eq!(encoder.frame_samples(), 480);
+        assert_eq!(packets.last().map(|p| p.end), Some(bytes.len()), "packets lie end to end");
+        let bytes_sent = bytes.len();
+        assert!(bytes_sent * 5 < tone.len() * 2, "{bytes_sent} bytes: well under a fifth of PCM16");
         // The listener decodes at its own rate.
         let mut decoder = OpusDecoder::at(16_000, 1).expect("decoder");
-        let heard: Vec<f32> = packets.iter().flat_map(|(p, _)| decoder.decode(p).expect("decodes")).collect();
+        let heard: Vec<f32> =
+            packets.iter().flat_map(|p| decoder.decode(&bytes[p.clone()]).expect("decodes").to_vec()).collect();
         assert_eq!(heard.len(), 8_000);
         let rms = (heard[1_600..].iter().map(|s| s * s).sum::<f32>() / (heard.len() - 1_600) as f32).sqrt();
         assert!((0.25..0.45).contains(&rms), "a 0.5 sine has rms 0.35: {rms}");

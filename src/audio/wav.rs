@@ -23,7 +23,8 @@ pub fn read_mono(path: &Path) -> Result<(Vec<f32>, u32), WavError> {
             reader.samples::<i32>().map(|s| s.map(|v| v as f32 / scale)).collect::<Result<_, _>>().map_err(err)?
         }
     };
-    let mono = interleaved.chunks(channels).map(|c| c.iter().sum::<f32>() / channels as f32).collect();
+    let mut mono = Vec::with_capacity(interleaved.len() / channels);
+    super::decode::downmix_into(&interleaved, channels, &mut mono);
     Ok((mono, spec.sample_rate))
 }
 

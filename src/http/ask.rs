@@ -155,9 +155,10 @@ pub async fn ask(
     tracing::info!(tenant = %claims.tenant, user = %claims.sub, codec = recording.codec,
         seconds = recording.seconds(), "voice note received");
     let tenant = claims.tenant.clone();
-    let answered = answer(&app, claims, pipeline, &recording, note.equipment, arrived);
+    let info = RecordingInfo { codec: recording.codec, seconds: recording.seconds() };
+    let answered = answer(&app, claims, pipeline, recording, note.equipment, arrived);
     let heard = fair::on_behalf_of(&tenant, answered).await;
-    Ok(Json(heard.into_answer(&recording, note.format)?))
+    Ok(Json(heard.into_answer(info, note.format)?))
 }
 
 async fn read_form(mut form: Multipart, max_bytes: u64) -> Api<Note> {
@@ -201,13 +202,14 @@ async fn answer(
     app: &App,
     claims: Claims,
     pipeline: Arc<Pipeline>,
-    recording: &Recording,
+    recording: Recording,
     equipment: Option<String>,
     arrived: Instant,
 ) -> Heard {
     let hint = transcription_hint(&app.kb, &claims.tenant, &pipeline).await;
     let stt = pipeline.stt.clone();
-    let samples = recording.samples.clone();
+    let audio_in_secs = recording.seconds();
+    let samples = recording.samples;
     let transcribing = fair::spawn(async move { stt.transcribe(samples, hint).await });
     let (tx, mut rx) = mpsc::channel::<Outbound>(64);
     let response_id = format!("resp_{}", uuid::Uuid::new_v4().simple());
@@ -215,7 +217,7 @@ async fn answer(
         tenant: claims.tenant.clone(),
         user: claims.sub.clone(),
         session: uuid::Uuid::new_v4(),
-        audio_in_secs: recording.seconds(),
+        audio_in_secs,
         equipment,
         pipeline,
         kb: app.kb.clone(),
@@ -270,7 +272,7 @@ impl Heard {
         }
     }
 
-    fn into_answer(self, recording: &Recording, format: AnswerAudioFormat) -> Api<VoiceNoteAnswer> {
+    fn into_answer(self, recording: RecordingInfo, format: AnswerAudioFormat) -> Api<VoiceNoteAnswer> {
         let Some(done) = self.done else {
             // No answer began: transcription failed, or heard no words.
             return Err(self.error.map_or(AppError::NoSpeech, AppError::Turn));
@@ -285,7 +287,7 @@ impl Heard {
             answer: done["text"].as_str().unwrap_or_default().to_string(),
             citations: self.citations,
             timings,
-            recording: RecordingInfo { codec: recording.codec, seconds: recording.seconds() },
+            recording,
             audio,
         })
     }

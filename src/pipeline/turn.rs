@@ -2,6 +2,7 @@
 //! sentence-by-sentence speech, with per-stage timings. Speech for the first sentence
 //! starts while the answerer is still writing the rest.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -668,30 +669,36 @@ async fn generate(ctx: &TurnContext, req: &AnswerRequest, said: &mut Said<'_>) -
     (AnswerKind::Generated, llm_error)
 }
 
-/// One sentence's speech as the client's frames, each with the samples it holds: PCM16
-/// of [`AUDIO_FRAME_MS`], or Opus packets of 20 ms.
+/// One sentence's speech as the client's frames, written into `bytes` (cleared first):
+/// each frame's place in it and the samples it holds. PCM16 of [`AUDIO_FRAME_MS`], or
+/// Opus packets of 20 ms.
 fn frames(
     format: AudioFormat,
     rate: u32,
     opus: &mut Option<OpusPackets>,
     samples: &[f32],
-) -> Result<Vec<(Vec<u8>, usize)>, StageError> {
+    bytes: &mut Vec<u8>,
+) -> Result<Vec<(Range<usize>, usize)>, StageError> {
+    bytes.clear();
     match format {
         AudioFormat::Pcm16 => {
-            let per_frame = (rate as usize * AUDIO_FRAME_MS / 1000).max(1);
-            let frame = |chunk: &[f32]| {
-                let mut pcm = Vec::with_capacity(chunk.len() * 2);
-                encode_pcm16(chunk, &mut pcm);
-                (pcm, chunk.len())
+            encode_pcm16(samples, bytes);
+            let frame_bytes = (rate as usize * AUDIO_FRAME_MS / 1000 * 2).max(2);
+            let len = bytes.len();
+            let frame = |start: usize| {
+                let end = (start + frame_bytes).min(len);
+                (start..end, (end - start) / 2)
             };
-            Ok(samples.chunks(per_frame).map(frame).collect())
+            Ok((0..len).step_by(frame_bytes).map(frame).collect())
         }
         AudioFormat::Opus => {
             let encoder = match opus {
                 Some(encoder) => encoder,
                 None => opus.insert(OpusPackets::new(rate).map_err(|e| ModelError::load("opus encoder", e))?),
             };
-            Ok(encoder.encode(samples).map_err(|e| ModelError::inference("opus encoder", e))?)
+            let per_packet = encoder.frame_samples();
+            let packets = encoder.encode(samples, bytes).map_err(|e| ModelError::inference("opus encoder", e))?;
+            Ok(packets.into_iter().map(|p| (p, per_packet)).collect())
         }
     }
 }
@@ -751,6 +758,7 @@ async fn speak(ctx: SpeakContext, mut sentences: mpsc::Receiver<String>) -> Resu
     let mut first_audio = None;
     // One encoder for the whole answer, so its packets flow on from sentence to sentence.
     let mut opus: Option<OpusPackets> = None;
+    let mut bytes = Vec::new();
     let mut ahead: FuturesOrdered<Synthesis> = FuturesOrdered::new();
     let mut writing = true;
     loop {
@@ -780,24 +788,24 @@ async fn speak(ctx: SpeakContext, mut sentences: mpsc::Receiver<String>) -> Resu
         };
         let speech = speech?;
         let samples = resample(&speech.samples, speech.sample_rate, ctx.output_rate);
-        let frames = frames(ctx.output_format, ctx.output_rate, &mut opus, &samples)?;
+        let frames = frames(ctx.output_format, ctx.output_rate, &mut opus, &samples, &mut bytes)?;
         if first_audio.is_none() {
             let started =
                 ServerEvent::AudioStarted { response_id: ctx.response_id.clone(), sample_rate: ctx.output_rate };
             ctx.out.event(&started).await;
         }
         let mut sent_samples = 0;
-        for (frame, frame_samples) in &frames {
+        for (frame, frame_samples) in frames {
             if ctx.cancel.is_cancelled() {
                 return Ok(first_audio);
             }
-            if !ctx.out.audio(ctx.audio_seq, &ctx.response_id, frame).await {
+            if !ctx.out.audio(ctx.audio_seq, &ctx.response_id, &bytes[frame]).await {
                 return Ok(first_audio);
             }
             let start = samples.len().min(sent_samples);
             let level = rms_dbfs(&samples[start..samples.len().min(start + frame_samples)]);
             sent_samples += frame_samples;
-            ctx.playback.sent(*frame_samples as u64 * 1_000_000 / ctx.output_rate as u64, level);
+            ctx.playback.sent(frame_samples as u64 * 1_000_000 / ctx.output_rate as u64, level);
             first_audio.get_or_insert_with(Instant::now);
         }
     }

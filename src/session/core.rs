@@ -569,7 +569,7 @@ impl Session {
         }
         let (Some(decoder), Some(voice)) = (self.opus_in.as_mut(), self.voice.as_mut()) else { return Ok(()) };
         let samples = decoder.decode(packet).map_err(|e| format!("not an Opus packet: {e}"))?;
-        voice.push_samples(&samples);
+        voice.push_samples(samples);
         Ok(())
     }
 

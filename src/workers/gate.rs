@@ -64,7 +64,7 @@ impl Gate {
         self.changed.notify_all();
     }
 
-    pub fn capacity(&self) -> usize {
+    fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Relaxed)
     }
 
@@ -106,7 +106,8 @@ impl Gate {
     }
 
     /// Model threads running now.
-    pub fn busy(&self) -> usize {
+    #[cfg(test)]
+    fn busy(&self) -> usize {
         self.state.lock().map_or(0, |s| s.busy)
     }
 }
