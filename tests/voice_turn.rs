@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const QUESTION: &str = "What torque for the compressor head bolts on the RTU-40?";
 
@@ -250,4 +250,8 @@ async fn opus_in_and_out_gets_the_same_spoken_answer() {
         .await;
     let refused = c.next_event().await;
     assert_eq!(refused["error"]["code"], "unsupported_audio_format", "{refused}");
+    c.send_json(json!({"type": "session.update", "session": {}})).await;
+    let unchanged = c.next_event().await;
+    assert_eq!(unchanged["session"]["output_sample_rate"], 24000, "{unchanged}");
+    assert_eq!(unchanged["session"]["equipment"], Value::Null, "{unchanged}");
 }
