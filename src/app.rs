@@ -31,6 +31,9 @@ pub struct App {
     pub resumer: Resumer,
     /// What each user and tenant may still do.
     pub limits: RateLimits,
+    /// Answers WebRTC offers; `None` when `rtc.enabled` is off.
+    pub rtc: Option<crate::rtc::RtcEngine>,
+    pub rtc_hangups: crate::session::webrtc::Hangups,
 }
 
 impl KnowledgeBase {
@@ -92,7 +95,10 @@ impl App {
         let shared_limits = backends.redis.clone().filter(|_| backends.kinds.limits == LimitsBackend::Redis);
         let redis_retry = std::time::Duration::from_millis(config.backends.redis.retry_ms);
         let limits = RateLimits::new(config.limits.clone(), shared_limits, redis_retry, metrics.clone());
+        let rtc = if config.rtc.enabled { Some(crate::rtc::RtcEngine::new(&config.rtc)?) } else { None };
         Ok(Arc::new(Self {
+            rtc,
+            rtc_hangups: Default::default(),
             config,
             auth,
             metrics,

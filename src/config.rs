@@ -27,6 +27,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// What a voice note (`POST /v1/ask`) may be.
     pub ask: crate::http::ask::AskConfig,
+    /// WebRTC sessions: ICE servers, the UDP range, the public address, timeouts.
+    pub rtc: crate::rtc::RtcConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

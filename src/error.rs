@@ -150,6 +150,8 @@ pub enum AppError {
     /// A turn run for an HTTP request failed before it answered (as the socket reports it).
     #[error("{}", .0.message)]
     Turn(ErrorBody),
+    #[error(transparent)]
+    Rtc(#[from] crate::rtc::RtcError),
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -175,6 +177,9 @@ impl AppError {
             AppError::Recording(e) => e.code(),
             AppError::NoSpeech => ErrorCode::NoSpeech,
             AppError::Turn(body) => body.code,
+            AppError::Rtc(crate::rtc::RtcError::NotSdp) => ErrorCode::UnsupportedMediaType,
+            AppError::Rtc(crate::rtc::RtcError::InvalidOffer(_)) => ErrorCode::InvalidSdp,
+            AppError::Rtc(crate::rtc::RtcError::Engine(_)) => ErrorCode::Internal,
             AppError::Io(_) => ErrorCode::Internal,
         }
     }
@@ -215,6 +220,10 @@ impl AppError {
             ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidResumeToken => StatusCode::FORBIDDEN,
             ErrorCode::ResumeExpired => StatusCode::GONE,
+            ErrorCode::InvalidSdp => StatusCode::BAD_REQUEST,
+            // Reported in logs and metrics: the peer is gone by then.
+            ErrorCode::PeerNeverConnected => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::PeerConnectionFailed => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod rag;
+pub mod rtc;
 pub mod session;
 pub mod store;
 pub mod vector;

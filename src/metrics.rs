@@ -143,6 +143,7 @@ pub struct Metrics {
     rate_limits: IntCounterVec,
     unenforced: IntGaugeVec,
     sessions_max: IntGauge,
+    rtc_packets: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -185,7 +186,8 @@ impl Metrics {
             Opts::new(
                 "connections_reaped_total",
                 "Connections the server closed itself, by reason: handshake_timeout, keep_alive_timeout, \
-                 header_read_timeout, per_ip_cap, connection_attempts, shutdown",
+                 header_read_timeout, per_ip_cap, connection_attempts, shutdown, rtc_never_connected \
+                 (a WebRTC peer answered but never connected), rtc_failed (its ICE or DTLS failed)",
             ),
             &["reason"],
         )
@@ -225,8 +227,19 @@ impl Metrics {
         let sessions_max =
             IntGauge::with_opts(Opts::new("sessions_max", "Sessions this instance accepts (server.max_sessions)"))
                 .expect("valid metric");
+        let rtc_packets = IntCounterVec::new(
+            Opts::new(
+                "rtc_audio_packets_total",
+                "Inbound WebRTC audio packets, by outcome: played, recovered (rebuilt from the next \
+                 packet's FEC), concealed (lost, PLC), late (after their turn), overflow (the session \
+                 fell behind)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rate_limits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rtc_packets.clone()),
             Box::new(sessions_max.clone()),
             Box::new(unenforced.clone()),
             Box::new(answers.clone()),
@@ -261,6 +274,14 @@ impl Metrics {
             rate_limits,
             unenforced,
             sessions_max,
+            rtc_packets,
+        }
+    }
+
+    /// Inbound WebRTC audio packets that ended as `outcome`.
+    pub fn rtc_packets(&self, outcome: &str, n: u64) {
+        if n > 0 {
+            self.rtc_packets.with_label_values(&[outcome]).inc_by(n);
         }
     }
 

@@ -1,6 +1,7 @@
 //! The talk page at `/` in headless Chromium (Debian `chromium` driven by Playwright):
-//! a question played into the page's fake microphone, and a typed one. The page must show
-//! the transcript, the answer and a citation with the right page, and play answer audio.
+//! a question played into the page's fake microphone over the WebSocket and over WebRTC,
+//! and a typed one. The page must show the transcript, the answer and a citation with the
+//! right page, and receive answer audio.
 //! Screenshots are kept (their paths are printed).
 
 mod common;
@@ -32,6 +33,13 @@ fn ask_page(url: &str, screenshot: &Path, question: &[&str]) -> Value {
 }
 
 fn assert_answered(page: &Value) {
+    assert_shown(page);
+    // About a second or more of answer audio reached the page's player.
+    assert!(page["audioBytesReceived"].as_u64().unwrap_or(0) > 32_000, "{page}");
+}
+
+/// What the page shows of the answer, whatever carried it.
+fn assert_shown(page: &Value) {
     let shown = &page["shown"];
     let transcript = shown["transcript"].as_str().unwrap_or_default().to_lowercase();
     // "bolt" or "bolts": Whisper hears the browser's capture either way; the page is tested here.
@@ -41,8 +49,6 @@ fn assert_answered(page: &Value) {
     assert!(citations.contains(MANUAL_TITLE) && citations.contains("page 3"), "{page}");
     assert_eq!(page["citations"][0]["page"], 3, "{page}");
     assert!(shown["timings"].as_str().is_some_and(|t| !t.is_empty()), "{page}");
-    // About a second or more of answer audio reached the page's player.
-    assert!(page["audioBytesReceived"].as_u64().unwrap_or(0) > 32_000, "{page}");
 }
 
 #[tokio::test]
@@ -76,4 +82,17 @@ async fn the_talk_page_answers_by_voice_and_by_text() {
     .await
     .expect("typed case");
     assert_answered(&typed);
+
+    // WebRTC: the fake microphone as Opus RTP, the answer back as RTP, the events on the
+    // data channel. The page counts the answer's 20 ms packets and shows their duration.
+    let rtc = tokio::task::spawn_blocking({
+        let (url, shot, wav) = (url.clone(), dir.join("webrtc.png"), wav.clone());
+        move || ask_page(&url, &shot, &["--wav", &wav.to_string_lossy(), "--transport", "webrtc"])
+    })
+    .await
+    .expect("webrtc case");
+    assert_eq!(rtc["transport"], "webrtc", "{rtc}");
+    assert_shown(&rtc);
+    assert!(rtc["audioMsReceived"].as_u64().unwrap_or(0) >= 1_000, "a second or more of answer audio: {rtc}");
+    assert!(rtc["shown"]["received"].as_str().is_some_and(|t| t.contains("answer audio received")), "{rtc}");
 }

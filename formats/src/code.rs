@@ -56,6 +56,12 @@ pub enum ErrorCode {
     InvalidResumeToken,
     /// The session is past its resume window (or was already resumed).
     ResumeExpired,
+    /// A WebRTC offer that is not SDP, or offers no Opus audio.
+    InvalidSdp,
+    /// A WebRTC peer that was answered but never connected (ICE found no path).
+    PeerNeverConnected,
+    /// A WebRTC peer whose ICE or DTLS failed, or that went silent.
+    PeerConnectionFailed,
     Internal,
 }
 
@@ -96,6 +102,9 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::InvalidResumeToken => "invalid_resume_token",
             ErrorCode::ResumeExpired => "resume_expired",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::PeerNeverConnected => "peer_never_connected",
+            ErrorCode::PeerConnectionFailed => "peer_connection_failed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -113,6 +122,8 @@ impl ErrorCode {
                 | ErrorCode::ModelUnavailable
                 | ErrorCode::IdentityUnavailable
                 | ErrorCode::StoreUnavailable
+                | ErrorCode::PeerNeverConnected
+                | ErrorCode::PeerConnectionFailed
                 | ErrorCode::Internal
         )
     }

@@ -85,6 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<AbandonReport> {
         source: Ipv4Addr::LOCALHOST,
         pipeline: args.pipeline.clone(),
         scenario: Scenario::Abandon,
+        transport: crate::Transport::Websocket,
         speech: speech.clone(),
         hold_until: Instant::now(),
         burst_at: Instant::now(),

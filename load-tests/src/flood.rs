@@ -55,6 +55,7 @@ pub fn start(
                 source,
                 pipeline: args.pipeline.clone(),
                 scenario: args.scenario,
+                transport: crate::Transport::Websocket,
                 speech: speech.clone(),
                 hold_until: until,
                 burst_at: until,

@@ -12,6 +12,7 @@ pub mod mic;
 pub mod proc_stats;
 pub mod reference;
 pub mod report;
+pub mod rtc;
 pub mod session;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -44,6 +45,16 @@ pub enum Scenario {
     Mic,
 }
 
+/// How sessions reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `/v1/realtime`, PCM16 both ways.
+    Websocket,
+    /// `POST /v1/rtc`: one WebRTC peer per session, Opus RTP both ways (talk only).
+    Webrtc,
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Load generator for fieldvox: many sessions, real audio, latency and resource report")]
 pub struct Args {
@@ -52,6 +63,9 @@ pub struct Args {
     pub url: String,
     #[arg(long, value_enum)]
     pub scenario: Scenario,
+    /// How the sessions connect; `webrtc` runs the talk scenario only.
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    pub transport: Transport,
     /// Concurrent sessions.
     #[arg(long, default_value_t = 100)]
     pub sessions: usize,
@@ -155,6 +169,9 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     if !loopback {
         bail!("--url must point at a loopback address, got {host:?}");
     }
+    if args.transport == Transport::Webrtc && args.scenario != Scenario::Talk {
+        bail!("--transport webrtc runs --scenario talk only");
+    }
     run_checked(args).await
 }
 
@@ -197,6 +214,7 @@ async fn run_checked(args: Args) -> anyhow::Result<Report> {
             source: sources[i % sources.len()],
             pipeline: args.pipeline.clone(),
             scenario: args.scenario,
+            transport: args.transport,
             speech: speech.clone(),
             hold_until: hold_until.min(deadline),
             burst_at,

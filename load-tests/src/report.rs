@@ -32,6 +32,7 @@ impl Percentiles {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
+    pub transport: crate::Transport,
     pub sessions: usize,
     pub connected: usize,
     pub connect_failures: usize,
@@ -67,6 +68,10 @@ pub struct Report {
     /// `mic` only: what the microphones sent and what the server made of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mic: Option<MicSummary>,
+    /// Audio payload per session-second, kbit/s, each way (WebRTC: Opus; the WebSocket
+    /// sends PCM16 at 256 kbit/s up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_kbps: Option<(f64, f64)>,
     /// `--flood-sessions`: what the flooding tenant did meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flood: Option<crate::flood::FloodSummary>,
@@ -248,8 +253,15 @@ impl Report {
         };
         let cpu_avg = (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64);
         let mic = (args.scenario == Scenario::Mic).then(|| MicSummary::of(args, &outcomes));
+        let media: Vec<_> = outcomes.iter().filter_map(|o| o.media).collect();
+        let seconds: f64 = media.iter().map(|m| m.seconds).sum();
+        let kbps = |bytes: u64| bytes as f64 * 8.0 / 1000.0 / seconds;
+        let media_kbps = (seconds > 0.0)
+            .then(|| (kbps(media.iter().map(|m| m.sent).sum()), kbps(media.iter().map(|m| m.received).sum())));
         Self {
             scenario: args.scenario,
+            transport: args.transport,
+            media_kbps,
             sessions: outcomes.len(),
             connected,
             connect_failures: outcomes.len() - connected,
@@ -302,8 +314,9 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut out = format!(
-            "scenario {:?}: {} sessions, {} connected, {} connect failures, {} dropped, {} turns ok, {} failed, {:.0} s\n",
+            "scenario {:?} over {:?}: {} sessions, {} connected, {} connect failures, {} dropped, {} turns ok, {} failed, {:.0} s\n",
             self.scenario,
+            self.transport,
             self.sessions,
             self.connected,
             self.connect_failures,
@@ -364,6 +377,11 @@ impl Report {
         }
         if let Some(mic) = &self.mic {
             out.push_str(&mic.lines());
+        }
+        if let Some((up, down)) = self.media_kbps {
+            out.push_str(&format!(
+                "audio payload per session (averaged over its whole time): up {up:.1} kbit/s, down {down:.1} kbit/s\n"
+            ));
         }
         let mic_errors = self.mic.iter().flat_map(|m| &m.first_server_errors);
         for e in self

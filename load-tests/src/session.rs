@@ -22,6 +22,7 @@ pub struct Plan {
     pub source: Ipv4Addr,
     pub pipeline: String,
     pub scenario: Scenario,
+    pub transport: crate::Transport,
     pub speech: Arc<Speech>,
     pub hold_until: Instant,
     pub burst_at: Instant,
@@ -71,6 +72,15 @@ pub struct SessionOutcome {
     pub failed_turns: Vec<String>,
     /// `mic`: the microphone's own counts.
     pub mic: Option<crate::mic::MicOutcome>,
+    /// WebRTC: the audio payload bytes each way, over the session's seconds.
+    pub media: Option<MediaBytes>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MediaBytes {
+    pub sent: u64,
+    pub received: u64,
+    pub seconds: f64,
 }
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -90,6 +100,9 @@ const TURN_TIMEOUT: Duration = Duration::from_secs(60);
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub async fn run(plan: Plan) -> SessionOutcome {
+    if plan.transport == crate::Transport::Webrtc {
+        return crate::rtc::run(plan).await;
+    }
     let mut outcome = SessionOutcome::default();
     let started = Instant::now();
     let mut ws = match connect(&plan).await {

@@ -47,11 +47,31 @@ impl OpusDecoder {
         let frames = decoder.decode_float(packet, &mut self.out, false).map_err(|e| e.to_string())?;
         Ok(&self.out[..frames * self.channels])
     }
+
+    /// A lost packet of `frames` samples per channel, rebuilt from the in-band FEC data of
+    /// `next` (the packet after it); concealed when `next` carries none.
+    pub fn recover(&mut self, next: &[u8], frames: usize) -> Result<&[f32], String> {
+        self.lost(next, frames)
+    }
+
+    /// A lost packet of `frames` samples per channel, concealed (libopus's PLC).
+    pub fn conceal(&mut self, frames: usize) -> Result<&[f32], String> {
+        self.lost(&[], frames)
+    }
+
+    fn lost(&mut self, next: &[u8], frames: usize) -> Result<&[f32], String> {
+        let decoder = self.decoder.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let want = frames.clamp(1, MAX_PACKET_FRAMES) * self.channels;
+        let fec = !next.is_empty();
+        let frames = decoder.decode_float(next, &mut self.out[..want], fec).map_err(|e| e.to_string())?;
+        Ok(&self.out[..frames * self.channels])
+    }
 }
 
 /// Speech as Opus packets of 20 ms, mono, at one of Opus's rates.
 pub struct OpusPackets {
-    encoder: opus::Encoder,
+    /// In a mutex only so that its holder is `Sync` (as the decoder's); never locked.
+    encoder: std::sync::Mutex<opus::Encoder>,
     frame: usize,
     /// The last, short frame padded with silence.
     padded: Vec<f32>,
@@ -62,8 +82,19 @@ const MAX_PACKET_BYTES: usize = 1_500;
 
 impl OpusPackets {
     pub fn new(rate: u32) -> Result<Self, opus::Error> {
-        let encoder = opus::Encoder::new(rate, Channels::Mono, Application::Voip)?;
+        let encoder = std::sync::Mutex::new(opus::Encoder::new(rate, Channels::Mono, Application::Voip)?);
         Ok(Self { encoder, frame: rate as usize / 50, padded: Vec::new() })
+    }
+
+    fn encoder(&mut self) -> &mut opus::Encoder {
+        self.encoder.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Carries each packet's essentials again in the next (in-band FEC), sized for
+    /// `loss_percent` of packets lost: what a lossy network's receiver rebuilds from.
+    pub fn protect(&mut self, loss_percent: u8) -> Result<(), opus::Error> {
+        self.encoder().set_inband_fec(loss_percent > 0)?;
+        self.encoder().set_packet_loss_perc(i32::from(loss_percent.min(100)))
     }
 
     /// Samples in each packet.
@@ -73,13 +104,14 @@ impl OpusPackets {
 
     /// Samples the encoder delays its output by (an Ogg file's pre-skip).
     pub fn lookahead(&mut self) -> Result<usize, opus::Error> {
-        Ok(usize::try_from(self.encoder.get_lookahead()?).unwrap_or(0))
+        Ok(usize::try_from(self.encoder().get_lookahead()?).unwrap_or(0))
     }
 
     /// Appends `samples` to `out` as packets, the last frame padded with silence (a
     /// sentence ends in a pause anyway); returns where each packet lies in `out`.
     pub fn encode(&mut self, samples: &[f32], out: &mut Vec<u8>) -> Result<Vec<Range<usize>>, opus::Error> {
         let mut packets = Vec::with_capacity(samples.len().div_ceil(self.frame));
+        let encoder = self.encoder.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         for chunk in samples.chunks(self.frame) {
             let frame = if chunk.len() == self.frame {
                 chunk
@@ -91,7 +123,7 @@ impl OpusPackets {
             };
             let start = out.len();
             out.resize(start + MAX_PACKET_BYTES, 0);
-            let n = self.encoder.encode_float(frame, &mut out[start..])?;
+            let n = encoder.encode_float(frame, &mut out[start..])?;
             out.truncate(start + n);
             packets.push(start..start + n);
         }

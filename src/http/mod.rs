@@ -1,5 +1,5 @@
 //! HTTP surface: the talk page, health, readiness, metrics, the realtime WebSocket
-//! endpoint, voice notes, the manuals API, turn review and usage, and the OpenAPI document.
+//! endpoint and WebRTC signaling, voice notes, the manuals API, turn review and usage, and the OpenAPI document.
 
 pub mod ask;
 pub mod bearer;
@@ -8,6 +8,7 @@ pub mod openapi;
 pub mod ops;
 pub mod paging;
 pub mod realtime;
+pub mod rtc;
 pub mod server;
 pub mod talk;
 pub mod turns;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -33,6 +34,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/realtime", get(realtime::upgrade))
+        .route("/v1/rtc", post(rtc::offer).layer(DefaultBodyLimit::max(rtc::MAX_OFFER_BYTES)))
+        .route("/v1/rtc/{id}", delete(rtc::hang_up))
         // A voice note is read whole, and cut off at `ask.max_bytes` by the handler.
         .route("/v1/ask", post(ask::ask).layer(DefaultBodyLimit::disable()))
         // The upload streams to disk and enforces `ingest.max_bytes` itself.

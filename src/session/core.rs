@@ -118,6 +118,18 @@ pub struct Wiring {
     /// queued audio of any other turn.
     pub audio_gate: Arc<AtomicU64>,
     pub signals: mpsc::Sender<Signal>,
+    /// Audio formats the transport itself fixes (WebRTC's are settled in SDP), which
+    /// `session.update` may then not change.
+    pub fixed_audio: Option<FixedAudio>,
+}
+
+/// Formats and rates a transport settles for both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedAudio {
+    pub input: (AudioFormat, u32),
+    pub output: (AudioFormat, u32),
+    /// Why, for the client that asks to change them.
+    pub by: &'static str,
 }
 
 pub struct Session {
@@ -133,6 +145,7 @@ pub struct Session {
     output_format: AudioFormat,
     /// Decodes the client's Opus packets, made on the first (per input rate).
     opus_in: Option<OpusDecoder>,
+    fixed_audio: Option<FixedAudio>,
     equipment: Option<String>,
     turn_detection: TurnDetection,
     pipeline: Arc<Pipeline>,
@@ -178,6 +191,7 @@ impl Session {
             input_format: AudioFormat::Pcm16,
             output_format: AudioFormat::Pcm16,
             opus_in: None,
+            fixed_audio: wiring.fixed_audio,
             equipment: None,
             turn_detection: TurnDetection::ServerVad(ServerVad::default()),
             pipeline,
@@ -195,6 +209,10 @@ impl Session {
         };
         let resuming = resumed.is_some();
         let unfinished = resumed.and_then(|state| s.restore(state));
+        if let Some(fixed) = s.fixed_audio {
+            (s.input_format, s.output_format) = (fixed.input.0, fixed.output.0);
+            (s.input_rate, s.output_rate) = (Some(fixed.input.1), fixed.output.1);
+        }
         s.echo = s.echo_guard();
         let mut session = s.info();
         session.resume_token = Some(s.app.resumer.token(s.id, &s.claims));
@@ -232,6 +250,14 @@ impl Session {
     /// Whether an answer is still being made (its `response.done` not yet sent).
     pub fn is_answering(&self) -> bool {
         self.turn.as_ref().is_some_and(|t| !t.finished)
+    }
+
+    /// Tells the client the server is shutting down (`session.going_away`); true when the
+    /// session may end at once, false while an answer is still being made.
+    pub async fn go_away(&self) -> bool {
+        let drain_ms = self.app.config.server.shutdown_grace_ms;
+        self.send(ServerEvent::GoingAway { reason: "server is shutting down".into(), drain_ms }).await;
+        !self.is_answering()
     }
 
     /// Ends the session: stops its work, and returns what a resume would restore.
@@ -435,6 +461,20 @@ impl Session {
         let output_format = changes.output_format.unwrap_or(self.output_format);
         let input_rate = changes.input_rate.or(self.input_rate).unwrap_or(16_000);
         let output_rate = changes.output_rate.unwrap_or(self.output_rate);
+        if let Some(fixed) = self.fixed_audio
+            && (fixed.input != (input_format, input_rate) || fixed.output != (output_format, output_rate))
+        {
+            let (i, o) = (fixed.input, fixed.output);
+            let message = format!(
+                "audio on this transport is set by {}: {} at {} Hz in, {} at {} Hz out",
+                fixed.by,
+                i.0.name(),
+                i.1,
+                o.0.name(),
+                o.1
+            );
+            return self.error(ErrorCode::UnsupportedAudioFormat, message).await;
+        }
         for (side, format, rate) in [("input", input_format, input_rate), ("output", output_format, output_rate)] {
             if !format.takes_rate(rate) {
                 let message = format!(
@@ -525,6 +565,24 @@ impl Session {
         if let Err(e) = pushed {
             return self.error(ErrorCode::InvalidAudio, e).await;
         }
+        self.listen().await;
+    }
+
+    /// Audio a transport decoded itself (WebRTC's, through its jitter buffer), mono at
+    /// the session's input rate.
+    pub async fn on_samples(&mut self, samples: &[f32]) {
+        let Some(rate) = self.input_rate else { return };
+        if self.voice.is_none() {
+            self.voice = Some(VoiceInput::new(rate, self.endpoint_config()));
+        }
+        if let Some(voice) = self.voice.as_mut() {
+            voice.push_samples(samples);
+        }
+        self.listen().await;
+    }
+
+    /// Turn-taking over the audio just heard: windows through the VAD and endpointer.
+    async fn listen(&mut self) {
         let Some(voice) = self.voice.as_mut() else { return };
         if self.turn_detection == TurnDetection::Manual {
             // No VAD: everything until the client's commit is the question.

@@ -1,5 +1,5 @@
 //! Realtime sessions: the transport-neutral session core (turns, turn-taking, history,
-//! resume), the WebSocket transport, the wire protocol and its dialects, and the
+//! resume), the WebSocket and WebRTC transports, the wire protocol and its dialects, and the
 //! connection manager.
 
 pub mod core;
@@ -11,6 +11,7 @@ pub mod manager;
 pub mod openai;
 pub mod playback;
 pub mod resume;
+pub mod webrtc;
 pub mod websocket;
 pub use fieldvox_formats::protocol;
 

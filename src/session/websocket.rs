@@ -14,7 +14,6 @@ use tracing::Instrument;
 
 use super::core::{Session, Wiring};
 use super::dialect::{Dialect, Outbox};
-use super::protocol::ServerEvent;
 use super::resume::ResumeState;
 use super::{Outbound, SessionGuard};
 use crate::app::App;
@@ -70,7 +69,7 @@ async fn serve(
     let mut writer_done = false;
     let (signals, mut signals_rx) = mpsc::channel(8);
     tracing::info!(resumed = resumed.is_some(), "session opened");
-    let wiring = Wiring { out: out.clone(), audio_gate, signals };
+    let wiring = Wiring { out: out.clone(), audio_gate, signals, fixed_audio: None };
     let mut s = Session::open(app.clone(), claims, guard.id, pipeline, wiring, resumed).await;
 
     let mut drain = app.sessions.drain_signal();
@@ -118,9 +117,7 @@ async fn serve(
                     continue;
                 }
                 draining = true;
-                let drain_ms = app.config.server.shutdown_grace_ms;
-                s.send(ServerEvent::GoingAway { reason: "server is shutting down".into(), drain_ms }).await;
-                if !s.is_answering() {
+                if s.go_away().await {
                     break Some((close::GOING_AWAY, "server is shutting down"));
                 }
             }

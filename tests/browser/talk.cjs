@@ -3,7 +3,7 @@
 // microphone, or typed) and prints one JSON line with what the page showed.
 //
 //   node tests/browser/talk.cjs --url 'http://host/#token=…' --screenshot out.png \
-//        (--wav question.wav | --ask "typed question") [--timeout-ms 90000]
+//        (--wav question.wav | --ask "typed question") [--transport webrtc] [--timeout-ms 90000]
 //
 // Needs playwright-core on NODE_PATH and Chromium at $CHROMIUM (default /usr/bin/chromium).
 // Exit 0 when a completed answer with audio arrived, 1 otherwise (JSON then has "error").
@@ -11,19 +11,23 @@
 const { chromium } = require('playwright-core');
 
 function parseArgs(argv) {
-  const args = { timeoutMs: 90000 };
-  const names = { '--url': 'url', '--screenshot': 'screenshot', '--wav': 'wav', '--ask': 'ask', '--timeout-ms': 'timeoutMs' };
+  const args = { timeoutMs: 90000, transport: 'websocket' };
+  const names = {
+    '--url': 'url', '--screenshot': 'screenshot', '--wav': 'wav', '--ask': 'ask', '--timeout-ms': 'timeoutMs',
+    '--transport': 'transport',
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const key = names[argv[i]];
     if (!key || argv[i + 1] === undefined) usage(`unknown or incomplete argument ${argv[i]}`);
     args[key] = key === 'timeoutMs' ? Number(argv[i + 1]) : argv[i + 1];
   }
   if (!args.url || !args.screenshot || !args.wav === !args.ask || !(args.timeoutMs > 0)) usage('missing arguments');
+  if (!['websocket', 'webrtc'].includes(args.transport)) usage(`unknown transport ${args.transport}`);
   return args;
 }
 
 function usage(why) {
-  process.stderr.write(`${why}\nusage: talk.cjs --url URL --screenshot PNG (--wav WAV | --ask TEXT) [--timeout-ms N]\n`);
+  process.stderr.write(`${why}\nusage: talk.cjs --url URL --screenshot PNG (--wav WAV | --ask TEXT) [--transport websocket|webrtc] [--timeout-ms N]\n`);
   process.exit(2);
 }
 
@@ -40,6 +44,8 @@ async function main() {
       '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream',
       '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+      // Host candidates as addresses, not mDNS names this machine cannot resolve.
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
       ...(args.wav ? ['--use-file-for-fake-audio-capture=' + args.wav] : []),
     ],
   });
@@ -53,7 +59,10 @@ async function main() {
     page.on('pageerror', (e) => process.stderr.write(`[page error] ${e.message}\n`));
     const waitFor = (fn, arg) => page.waitForFunction(fn, arg, { timeout: left(), polling: 50 });
 
-    await page.goto(args.url, { timeout: left() });
+    // The transport rides the query (?transport=webrtc), ahead of a #token fragment.
+    const url = new URL(args.url);
+    url.searchParams.set('transport', args.transport);
+    await page.goto(url.href, { timeout: left() });
     step = 'connecting';
     await waitFor(() => window.fieldvox && window.fieldvox.state !== 'connecting');
     // The page connects by itself when the URL carries the token; otherwise press Connect.
@@ -96,10 +105,11 @@ async function main() {
           transcript: f.transcript, answer: f.answer,
           citations: (f.citations || []).map((c) => ({ title: c.title, page: c.page })),
           timings: f.timings, audioFramesReceived: f.audioFramesReceived, audioBytesReceived: f.audioBytesReceived,
+          audioMsReceived: f.audioMsReceived, transport: f.transport,
           state: f.state, responseStatus: f.lastResponseStatus,
           status: document.getElementById('status') && document.getElementById('status').textContent,
           // What a person sees, not only the page's state.
-          shown: Object.fromEntries(['transcript', 'answer', 'citations', 'timings'].map(
+          shown: Object.fromEntries(['transcript', 'answer', 'citations', 'timings', 'received'].map(
             (id) => [id, (document.getElementById(id) || {}).innerText || ''])),
         };
       })

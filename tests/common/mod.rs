@@ -47,6 +47,8 @@ pub fn test_config(dir: &Path) -> Config {
     // Every test talks as "tech-1", many at once: the limits have tests of their own
     // (tests/limits.rs).
     config.limits = LimitsConfig::off();
+    // WebRTC peers reach the server on loopback too (a machine without other interfaces).
+    config.rtc.include_loopback = true;
     config
 }
 

@@ -1,5 +1,6 @@
-// fieldvox talk page: ask the manuals by voice (push-to-talk or hands-free) or by text over
-// the realtime WebSocket, and play the spoken answer. Protocol: src/session/protocol.rs.
+// fieldvox talk page: ask the manuals by voice (push-to-talk or hands-free) or by text, over
+// the realtime WebSocket or WebRTC, and play the spoken answer. Protocol:
+// src/session/protocol.rs; WebRTC signaling: src/http/rtc.rs.
 'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -7,6 +8,8 @@
   const PTT_TAIL_MS = 120;      // keep sending after release: the mic path lags the finger
   const EMPTY_GRACE_MS = 3000;  // empty_question this soon after our commit is expected
   const PING_MS = 25000;        // keeps idle proxies from dropping the socket
+  const STATS_MS = 250;         // WebRTC: how often received answer audio is counted
+  const RTC_QUIET_MS = 400;     // WebRTC: no answer packet this long = the answer played out
   const TIMING_LABELS = {
     stt_ms: 'speech-to-text', embed_ms: 'embed', retrieval_ms: 'search', llm_first_token_ms: 'first token',
     tts_first_audio_ms: 'first audio', voice_to_voice_ms: 'voice-to-voice', total_ms: 'total',
@@ -15,7 +18,7 @@
   // Everything the tests (and a curious developer) need, kept current as events arrive.
   const fv = window.fieldvox = {
     state: 'closed', transcript: '', answer: '', citations: [], timings: {},
-    audioFramesReceived: 0, audioBytesReceived: 0, responsesDone: 0,
+    transport: 'websocket', audioFramesReceived: 0, audioBytesReceived: 0, audioMsReceived: 0, responsesDone: 0,
     lastResponseStatus: null, lastTruncate: null, session: null,
   };
 
@@ -24,11 +27,19 @@
   let currentId = null;  // response whose text is on screen
   let playing = null;    // answer audio: {id, rate, chunks: [{src, start, dur}], end}
   let next = 0, idleTimer = null;  // next: context time where the next answer frame starts
+  // WebRTC: the peer, its events channel, the microphone track, where to DELETE it.
+  let rtc = null, channel = null, micTrack = null, rtcLocation = null, statsTimer = null;
+  let lastPacketAt = 0, idleWhenQuiet = false;
 
   function showStatus(text, kind) { $('status').textContent = text; $('status').dataset.kind = kind || ''; }
   function setState(s, text, kind) { fv.state = document.body.dataset.state = s; if (text) showStatus(text, kind); }
   const readyText = () => ($('handsfree').checked ? 'Ready (hands-free): just speak' : 'Ready: hold the button and speak');
-  function send(obj) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); }
+  function send(obj) {
+    if (channel && channel.readyState === 'open') channel.send(JSON.stringify(obj));
+    else if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+  }
+  const connected = () => ws !== null || rtc !== null;
+  const usingRtc = () => fv.transport === 'webrtc';
 
   // One context for mic and speaker; browsers only let it run after a user gesture.
   function audioCtx() {
@@ -45,8 +56,10 @@
     sessionStorage.setItem('fieldvox.token', token);
     audioCtx();
     disconnect();
+    fv.transport = $('transport').value;
     // ?server= lets the page talk to another origin (development); else the page's own host.
     const server = new URLSearchParams(location.search).get('server');
+    if (usingRtc()) { connectRtc(token, server ? server.replace(/\/+$/, '') : location.origin); return; }
     const base = server ? server.replace(/^http/, 'ws').replace(/\/+$/, '')
       : (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host;
     // Browsers cannot set headers on a WebSocket, so the token rides as a subprotocol.
@@ -66,10 +79,106 @@
     };
   }
 
-  function disconnect() { if (ws) { ws.close(1000, 'user disconnected'); closed(); showStatus('Disconnected'); } }
+  // WebRTC: the microphone and answer audio ride the peer connection (the browser's own
+  // jitter buffer, echo cancellation and loss concealment), events the data channel.
+  async function connectRtc(token, base) {
+    setState('connecting', 'Connecting…');
+    updateControls();
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
+      });
+    } catch (e) {
+      closed();
+      showStatus(`WebRTC needs the microphone: ${e.message || e.name}`, 'error');
+      return;
+    }
+    const pc = rtc = new RTCPeerConnection();
+    micTrack = stream.getAudioTracks()[0];
+    micTrack.enabled = false; // silence until the button is held or hands-free is on
+    pc.addTransceiver(micTrack, { direction: 'sendrecv', streams: [stream] });
+    const dc = channel = pc.createDataChannel('events');
+    dc.onmessage = (e) => { if (pc === rtc) onMessage(e.data); };
+    dc.onclose = () => { if (pc === rtc) { closed(); showStatus('Disconnected. Press Connect to start again.', 'warn'); } };
+    pc.ontrack = (e) => {
+      const player = $('answer-audio');
+      player.srcObject = e.streams[0] || new MediaStream([e.track]);
+      player.play().catch(() => {});
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc === rtc && pc.connectionState === 'failed') { closed(); showStatus('The WebRTC connection failed.', 'error'); }
+    };
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc);
+      const res = await fetch(base + '/v1/rtc', {
+        method: 'POST', body: pc.localDescription.sdp,
+        headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/sdp' },
+      });
+      if (res.status !== 201) {
+        const body = await res.json().catch(() => ({}));
+        throw new Error(`${body.message || 'HTTP ' + res.status}${body.error ? ' (' + body.error + ')' : ''}`);
+      }
+      rtcLocation = new URL(res.headers.get('Location'), base).href;
+      await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+      statsTimer = setInterval(countReceived, STATS_MS);
+    } catch (e) {
+      if (pc !== rtc) return;
+      closed();
+      showStatus(`Could not connect: ${e.message}`, 'error');
+    }
+  }
+
+  // Every candidate in the offer (WHIP has no trickle), or what came within 2 s.
+  function gathered(pc) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+      pc.addEventListener('icegatheringstatechange', done);
+      setTimeout(resolve, 2000);
+    });
+  }
+
+  // Answer audio received over WebRTC, from the peer's statistics.
+  async function countReceived() {
+    if (!rtc) return;
+    const stats = await rtc.getStats().catch(() => null);
+    if (!stats) return;
+    stats.forEach((s) => {
+      if (s.type !== 'inbound-rtp' || s.kind !== 'audio') return;
+      if (s.packetsReceived > fv.audioFramesReceived) lastPacketAt = performance.now();
+      fv.audioFramesReceived = s.packetsReceived;
+      fv.audioBytesReceived = s.bytesReceived;
+      fv.audioMsReceived = s.packetsReceived * 20; // the server sends 20 ms packets
+      $('received').textContent = `answer audio received: ${(fv.audioMsReceived / 1000).toFixed(1)} s`;
+    });
+    if (idleWhenQuiet && performance.now() - lastPacketAt > RTC_QUIET_MS) {
+      idleWhenQuiet = false;
+      if (fv.state === 'answering') setState('idle', readyText());
+    }
+  }
+
+  // The microphone is heard while the button is held (and its tail), or hands-free.
+  function updateMic() { if (micTrack) micTrack.enabled = ready && (ptt || tailTimer !== null || $('handsfree').checked); }
+
+  function disconnect() {
+    if (rtc) {
+      if (rtcLocation) fetch(rtcLocation, { method: 'DELETE', keepalive: true,
+        headers: { Authorization: 'Bearer ' + $('token').value.trim() } }).catch(() => {});
+      closed();
+      showStatus('Disconnected');
+      return;
+    }
+    if (ws) { ws.close(1000, 'user disconnected'); closed(); showStatus('Disconnected'); }
+  }
 
   function closed() {
     ws = null;
+    if (rtc) { const pc = rtc; rtc = null; pc.close(); }
+    if (micTrack) { micTrack.stop(); micTrack = null; }
+    channel = rtcLocation = null;
+    clearInterval(statsTimer);
     clearInterval(pinger);
     ready = ptt = false;
     stopPlayback();
@@ -80,16 +189,20 @@
 
   function updateControls() {
     for (const id of ['talk', 'handsfree', 'question', 'ask']) $(id).disabled = !ready;
-    $('connect').textContent = ws ? 'Disconnect' : 'Connect';
+    $('connect').textContent = connected() ? 'Disconnect' : 'Connect';
+    $('transport').disabled = connected();
     $('talk').setAttribute('aria-pressed', String(ptt));
     $('talk').textContent = ptt ? 'Release to ask' : 'Hold to talk';
   }
 
   function sessionUpdate() {
+    const equipment = $('equipment').value.trim(); // empty = all equipment
+    // Over WebRTC the audio formats are the SDP's (Opus, 48 kHz).
+    if (usingRtc()) { send({ type: 'session.update', session: { equipment } }); return; }
     const rate = audioCtx().sampleRate; // the server resamples both ways
     send({ type: 'session.update', session: {
       input_audio_format: 'pcm16', input_sample_rate: rate, output_audio_format: 'pcm16', output_sample_rate: rate,
-      equipment: $('equipment').value.trim(), // empty = all equipment
+      equipment,
     } });
   }
 
@@ -128,6 +241,7 @@
       case 'output_audio_buffer.clear': {
         // The server cancelled this answer (barge-in): silence it now, say how much was heard.
         const heard = stopPlayback();
+        if (usingRtc()) break; // the server stopped sending; its clock knows what played
         fv.lastTruncate = { item_id: ev.response_id, audio_end_ms: heard && heard.id === ev.response_id ? heard.ms : 0 };
         send({ type: 'conversation.item.truncate', ...fv.lastTruncate });
         clearTimeout(idleTimer);
@@ -161,6 +275,7 @@
     if (ev.status === 'failed') { setState('idle'); return; } // its error is already shown
     // Audio arrives faster than real time: stay "answering" until it has been heard.
     clearTimeout(idleTimer);
+    if (usingRtc()) { idleWhenQuiet = true; return; } // it arrives in real time: until it stops
     const left = playing && ctx ? Math.max(0, playing.end - ctx.currentTime) : 0;
     idleTimer = setTimeout(() => {
       if (fv.state !== 'answering') return;
@@ -235,6 +350,7 @@
 
   // The user starts a new question over an answer that is still playing.
   function interrupt() {
+    if (usingRtc()) return; // the server cuts its audio at the next packet
     const heard = stopPlayback();
     if (!heard || !heard.unfinished) return;
     fv.lastTruncate = { item_id: heard.id, audio_end_ms: heard.ms };
@@ -245,6 +361,7 @@
 
   // Opened on first use and kept: reopening on every press would clip the first word.
   function ensureMic() {
+    if (usingRtc()) return micTrack ? Promise.resolve() : Promise.reject(new Error('not connected'));
     if (!micPromise) micPromise = openMic().catch((e) => { micPromise = null; throw e; });
     return micPromise;
   }
@@ -283,6 +400,7 @@
     ptt = true;
     serverEnded = false;
     updateControls();
+    updateMic();
     setState('listening', 'Listening… release to ask');
     ensureMic().catch(micFailed);
   }
@@ -294,6 +412,7 @@
     if (!serverEnded) setState('thinking', 'Thinking…');
     tailTimer = setTimeout(() => {
       tailTimer = null;
+      updateMic();
       lastCommit = performance.now();
       send({ type: 'input_audio_buffer.commit' });
     }, PTT_TAIL_MS);
@@ -319,6 +438,7 @@
   document.addEventListener('pointerdown', () => { if (ctx) audioCtx(); }, true);
 
   $('handsfree').addEventListener('change', (e) => {
+    updateMic();
     const quiet = fv.state !== 'thinking' && fv.state !== 'answering';
     if (!e.target.checked) { if (quiet) setState(fv.state === 'listening' ? 'idle' : fv.state, readyText()); return; }
     audioCtx();
@@ -337,7 +457,8 @@
     setState('thinking', 'Thinking…');
   });
 
-  $('connect-form').addEventListener('submit', (e) => { e.preventDefault(); if (ws) disconnect(); else connect(); });
+  $('connect-form').addEventListener('submit', (e) => { e.preventDefault(); if (connected()) disconnect(); else connect(); });
+  $('transport').addEventListener('change', () => localStorage.setItem('fieldvox.transport', $('transport').value));
   $('equipment').addEventListener('change', () => {
     localStorage.setItem('fieldvox.equipment', $('equipment').value.trim());
     if (ready) sessionUpdate();
@@ -353,6 +474,9 @@
   }
   $('token').value = linked || sessionStorage.getItem('fieldvox.token') || '';
   $('equipment').value = localStorage.getItem('fieldvox.equipment') || '';
+  // ?transport=webrtc (or the last choice) picks the transport.
+  const transport = query.get('transport') || localStorage.getItem('fieldvox.transport');
+  if (transport === 'webrtc' || transport === 'websocket') $('transport').value = transport;
   setState('closed');
   updateControls();
   if ($('token').value) connect();
