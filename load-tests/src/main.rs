@@ -4,7 +4,8 @@ use clap::Parser;
 use fieldvox_load::{Args, Scenario};
 
 fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| format!("warn,{}", fieldvox::rtc::QUIET_LOGS).into());
     tracing_subscriber::fmt().with_env_filter(filter).init();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

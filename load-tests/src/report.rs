@@ -29,6 +29,36 @@ impl Percentiles {
     }
 }
 
+/// What WebRTC sessions sent and received, per session.
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaRates {
+    /// While the microphone sends / while answer audio arrives.
+    pub up_flowing_kbps: f64,
+    pub down_flowing_kbps: f64,
+    /// Over each session's whole time (questions, answers and the pauses between).
+    pub up_kbps: f64,
+    pub down_kbps: f64,
+}
+
+impl MediaRates {
+    fn of(outcomes: &[SessionOutcome]) -> Option<Self> {
+        let media: Vec<_> = outcomes.iter().filter_map(|o| o.media).collect();
+        let seconds: f64 = media.iter().map(|m| m.seconds).sum();
+        if seconds <= 0.0 {
+            return None;
+        }
+        let total = |f: fn(&crate::session::MediaBytes) -> u64| media.iter().map(f).sum::<u64>() as f64;
+        let kbps = |bytes: f64, secs: f64| if secs > 0.0 { bytes * 8.0 / 1000.0 / secs } else { 0.0 };
+        let (sent, received) = (total(|m| m.sent), total(|m| m.received));
+        Some(Self {
+            up_flowing_kbps: kbps(sent, total(|m| m.sent_packets) * 0.02),
+            down_flowing_kbps: kbps(received, total(|m| m.received_packets) * 0.02),
+            up_kbps: kbps(sent, seconds),
+            down_kbps: kbps(received, seconds),
+        })
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
@@ -68,10 +98,9 @@ pub struct Report {
     /// `mic` only: what the microphones sent and what the server made of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mic: Option<MicSummary>,
-    /// Audio payload per session-second, kbit/s, each way (WebRTC: Opus; the WebSocket
-    /// sends PCM16 at 256 kbit/s up).
+    /// WebRTC: the Opus payload each way, kbit/s.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub media_kbps: Option<(f64, f64)>,
+    pub media: Option<MediaRates>,
     /// `--flood-sessions`: what the flooding tenant did meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flood: Option<crate::flood::FloodSummary>,
@@ -253,15 +282,11 @@ impl Report {
         };
         let cpu_avg = (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64);
         let mic = (args.scenario == Scenario::Mic).then(|| MicSummary::of(args, &outcomes));
-        let media: Vec<_> = outcomes.iter().filter_map(|o| o.media).collect();
-        let seconds: f64 = media.iter().map(|m| m.seconds).sum();
-        let kbps = |bytes: u64| bytes as f64 * 8.0 / 1000.0 / seconds;
-        let media_kbps = (seconds > 0.0)
-            .then(|| (kbps(media.iter().map(|m| m.sent).sum()), kbps(media.iter().map(|m| m.received).sum())));
+        let media = MediaRates::of(&outcomes);
         Self {
             scenario: args.scenario,
             transport: args.transport,
-            media_kbps,
+            media,
             sessions: outcomes.len(),
             connected,
             connect_failures: outcomes.len() - connected,
@@ -378,9 +403,11 @@ impl Report {
         if let Some(mic) = &self.mic {
             out.push_str(&mic.lines());
         }
-        if let Some((up, down)) = self.media_kbps {
+        if let Some(m) = &self.media {
             out.push_str(&format!(
-                "audio payload per session (averaged over its whole time): up {up:.1} kbit/s, down {down:.1} kbit/s\n"
+                "Opus payload while audio flows: up {:.1} kbit/s, down {:.1} kbit/s (PCM16 at 16 kHz: 256); \
+                 over each session's whole time: up {:.1}, down {:.1}\n",
+                m.up_flowing_kbps, m.down_flowing_kbps, m.up_kbps, m.down_kbps
             ));
         }
         let mic_errors = self.mic.iter().flat_map(|m| &m.first_server_errors);

@@ -57,13 +57,13 @@ pub async fn run(plan: Plan) -> SessionOutcome {
 
     let mut next = Instant::now() + plan.first_question_offset;
     let question_secs = question.samples.len() as f64 / 48_000.0;
-    let mut received = 0u64;
+    let (mut received, mut received_packets) = (0u64, 0u64);
     loop {
         if next + Duration::from_secs_f64(question_secs + 3.0) > plan.hold_until {
             break;
         }
         tokio::time::sleep_until(next.into()).await;
-        match ask(&mut peer, &question, &mut received).await {
+        match ask(&mut peer, &question, &mut received, &mut received_packets).await {
             Ok(t) => outcome.turns.push(t),
             Err(e) => {
                 outcome.failed_turns.push(e.clone());
@@ -81,6 +81,8 @@ pub async fn run(plan: Plan) -> SessionOutcome {
     outcome.media = Some(crate::session::MediaBytes {
         sent: peer.bytes_sent,
         received,
+        sent_packets: peer.sent,
+        received_packets,
         seconds: started.elapsed().as_secs_f64() - outcome.connect_ms / 1000.0,
     });
     peer.close().await;
@@ -89,7 +91,7 @@ pub async fn run(plan: Plan) -> SessionOutcome {
 
 /// Speaks the question then silence, packet by packet in real time, until the server ends
 /// the utterance; times the first answer packet; listens until the answer has played.
-async fn ask(peer: &mut RtcClient, speech: &Speech, received: &mut u64) -> Result<Turn, String> {
+async fn ask(peer: &mut RtcClient, speech: &Speech, received: &mut u64, packets: &mut u64) -> Result<Turn, String> {
     let silence = [0.0f32; FRAME];
     let frames: Vec<&[f32]> = speech.samples.chunks(FRAME).collect();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
@@ -116,6 +118,7 @@ async fn ask(peer: &mut RtcClient, speech: &Speech, received: &mut u64) -> Resul
                 if let Some(p) = packet {
                     first_audio.get_or_insert(p.at);
                     *received += p.payload.len() as u64;
+                    *packets += 1;
                 }
             }
         }
@@ -136,6 +139,7 @@ async fn ask(peer: &mut RtcClient, speech: &Speech, received: &mut u64) -> Resul
             // The answer plays in real time: listen until its packets stop.
             while let Some(p) = peer.next_audio(PLAYED_OUT).await {
                 *received += p.payload.len() as u64;
+                *packets += 1;
             }
             return Ok(Turn {
                 client_v2v_ms: (audio - end).as_secs_f64() * 1000.0,

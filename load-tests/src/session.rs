@@ -80,6 +80,9 @@ pub struct SessionOutcome {
 pub struct MediaBytes {
     pub sent: u64,
     pub received: u64,
+    /// 20 ms packets each way: the seconds audio flowed.
+    pub sent_packets: u64,
+    pub received_packets: u64,
     pub seconds: f64,
 }
 

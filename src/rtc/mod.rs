@@ -33,6 +33,11 @@ use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParam
 use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 
+/// Log filter directives for the WebRTC stack: it warns on every peer's ordinary
+/// teardown (candidates closed, packets after close), so only its errors are kept.
+pub const QUIET_LOGS: &str = "webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_sctp=error,\
+    webrtc_srtp=error,webrtc_data=error,webrtc_mdns=error,webrtc_util=error,interceptor=error,turn=error,stun=error";
+
 /// Opus's RTP clock, whatever the audio's bandwidth (RFC 7587).
 pub const CLOCK_RATE: u32 = 48_000;
 /// The payload type offered for Opus by browsers, and ours when we offer.
