@@ -68,7 +68,9 @@ pub async fn offer(
     };
     let location = format!("/v1/rtc/{}", guard.id);
     tracing::info!(session_id = %guard.id, "WebRTC offer answered");
-    tokio::spawn(webrtc::run(peer, app.clone(), claims, guard, resumed));
+    // Registered before the answer leaves: the client may hang up at once.
+    let hangup = app.rtc_hangups.register(guard.id, &claims);
+    tokio::spawn(webrtc::run(peer, app.clone(), claims, guard, resumed, hangup));
     let mut response = (StatusCode::CREATED, answer).into_response();
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(SDP));

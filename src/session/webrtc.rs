@@ -63,7 +63,8 @@ pub struct Hangups {
 }
 
 impl Hangups {
-    fn register(&self, id: Uuid, claims: &Claims) -> Arc<Notify> {
+    /// Makes `id` one its owner can hang up, before its answer is sent.
+    pub fn register(&self, id: Uuid, claims: &Claims) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
         self.peers.insert(id, (claims.tenant.clone(), claims.sub.clone(), notify.clone()));
         notify
@@ -81,12 +82,18 @@ impl Hangups {
     }
 }
 
-pub async fn run(peer: Peer, app: Arc<App>, claims: Claims, guard: SessionGuard, resumed: Option<ResumeState>) {
+pub async fn run(
+    peer: Peer,
+    app: Arc<App>,
+    claims: Claims,
+    guard: SessionGuard,
+    resumed: Option<ResumeState>,
+    hangup: Arc<Notify>,
+) {
     let span = tracing::info_span!(
         "session", session_id = %guard.id, tenant = %claims.tenant, user = %claims.sub, transport = TRANSPORT
     );
     let tenant = claims.tenant.clone();
-    let hangup = app.rtc_hangups.register(guard.id, &claims);
     let id = guard.id;
     let connection = peer.connection.clone();
     fair::on_behalf_of(&tenant, serve(peer, app.clone(), claims, guard, resumed, hangup).instrument(span)).await;
