@@ -1,7 +1,9 @@
 //! Every gauge, counter and histogram fieldvox exports, recorded through typed
 //! methods so metric names and labels live in one place.
 
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -115,6 +117,16 @@ pub enum Stage {
 }
 
 impl Stage {
+    pub const ALL: [Stage; 7] = [
+        Stage::Stt,
+        Stage::Embed,
+        Stage::Retrieval,
+        Stage::LlmFirstToken,
+        Stage::TtsFirstAudio,
+        Stage::VoiceToVoice,
+        Stage::BargeIn,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Stt => "stt",
@@ -144,6 +156,50 @@ pub struct Metrics {
     unenforced: IntGaugeVec,
     sessions_max: IntGauge,
     rtc_packets: IntCounterVec,
+    turns_in_flight: IntGauge,
+    /// Each stage's latencies of the last [`RECENT`], for the console's percentiles.
+    recent: Arc<Mutex<Vec<Window>>>,
+}
+
+/// One stage's recent latencies: when each was measured, and its milliseconds.
+type Window = VecDeque<(Instant, f32)>;
+
+/// How far back the console's latency percentiles look.
+pub const RECENT: Duration = Duration::from_secs(300);
+/// Latencies kept per stage at most (a busy server's last minutes, sampled down).
+const RECENT_CAP: usize = 20_000;
+
+/// A turn being answered; counted in `turns_in_flight` until dropped.
+pub struct TurnInFlight(IntGauge);
+
+impl Drop for TurnInFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Latency percentiles of one stage over the last [`RECENT`], ms.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RecentLatency {
+    pub count: usize,
+    pub p50: f32,
+    pub p95: f32,
+    pub p99: f32,
+}
+
+/// Counters and gauges the console shows, read from this registry.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Totals {
+    pub turns_in_flight: i64,
+    /// Errors sent to clients, by code (all time).
+    pub errors: BTreeMap<String, u64>,
+    /// Refusals by limit (all time).
+    pub rate_limited: BTreeMap<String, u64>,
+    /// Cache lookups by layer: (hits, misses).
+    pub cache: BTreeMap<String, (u64, u64)>,
+    /// Inference jobs waiting, by pool (both lanes).
+    pub pool_queued: BTreeMap<String, i64>,
+    pub backends_up: BTreeMap<String, bool>,
 }
 
 impl Default for Metrics {
@@ -237,8 +293,11 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let turns_in_flight =
+            IntGauge::with_opts(Opts::new("turns_in_flight", "Turns being answered now")).expect("valid metric");
         for c in [
             Box::new(rate_limits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(turns_in_flight.clone()),
             Box::new(rtc_packets.clone()),
             Box::new(sessions_max.clone()),
             Box::new(unenforced.clone()),
@@ -275,7 +334,66 @@ impl Metrics {
             unenforced,
             sessions_max,
             rtc_packets,
+            turns_in_flight,
+            recent: Arc::new(Mutex::new(vec![VecDeque::new(); Stage::ALL.len()])),
         }
+    }
+
+    /// Counts a turn as in flight until the returned guard drops.
+    pub fn turn_in_flight(&self) -> TurnInFlight {
+        self.turns_in_flight.inc();
+        TurnInFlight(self.turns_in_flight.clone())
+    }
+
+    /// Each stage's latency percentiles over the last [`RECENT`].
+    pub fn recent_latencies(&self) -> BTreeMap<&'static str, RecentLatency> {
+        let cutoff = Instant::now().checked_sub(RECENT);
+        let mut out = BTreeMap::new();
+        let Ok(mut recent) = self.recent.lock() else { return out };
+        for (stage, samples) in Stage::ALL.iter().zip(recent.iter_mut()) {
+            while samples.front().is_some_and(|(at, _)| cutoff.is_some_and(|c| *at < c)) {
+                samples.pop_front();
+            }
+            let mut ms: Vec<f32> = samples.iter().map(|(_, v)| *v).collect();
+            ms.sort_by(f32::total_cmp);
+            let at = |q: f64| ms.get(((ms.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+            out.insert(stage.as_str(), RecentLatency { count: ms.len(), p50: at(0.5), p95: at(0.95), p99: at(0.99) });
+        }
+        out
+    }
+
+    /// The counters and gauges the console shows.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals { turns_in_flight: self.turns_in_flight.get(), ..Totals::default() };
+        for family in self.registry.gather() {
+            let name = family.name().trim_start_matches("fieldvox_");
+            for m in family.get_metric() {
+                let label = |key: &str| {
+                    m.get_label().iter().find(|l| l.name() == key).map(|l| l.value().to_string()).unwrap_or_default()
+                };
+                let count = m.get_counter().get_value() as u64;
+                match name {
+                    "errors_total" => {
+                        t.errors.insert(label("code"), count);
+                    }
+                    "rate_limit_decisions_total" if label("outcome") == "limited" => {
+                        *t.rate_limited.entry(label("limit")).or_default() += count;
+                    }
+                    "cache_lookups_total" => {
+                        let entry = t.cache.entry(label("layer")).or_default();
+                        if label("outcome") == "hit" { entry.0 += count } else { entry.1 += count }
+                    }
+                    "pool_queued_jobs" => {
+                        *t.pool_queued.entry(label("pool")).or_default() += m.get_gauge().get_value() as i64;
+                    }
+                    "backend_up" => {
+                        t.backends_up.insert(label("backend"), m.get_gauge().get_value() > 0.0);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        t
     }
 
     /// Inbound WebRTC audio packets that ended as `outcome`.
@@ -318,6 +436,15 @@ impl Metrics {
 
     pub fn stage(&self, stage: Stage, ms: f64) {
         self.stage_seconds.with_label_values(&[stage.as_str()]).observe(ms / 1000.0);
+        let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        if let Ok(mut recent) = self.recent.lock()
+            && let Some(samples) = recent.get_mut(index)
+        {
+            if samples.len() == RECENT_CAP {
+                samples.pop_front();
+            }
+            samples.push_back((Instant::now(), ms as f32));
+        }
     }
 
     pub fn answer(&self, kind: &str) {

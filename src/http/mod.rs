@@ -1,8 +1,9 @@
-//! HTTP surface: the talk page, health, readiness, metrics, the realtime WebSocket
+//! HTTP surface: the talk page, the console, health, readiness, metrics, the realtime WebSocket
 //! endpoint and WebRTC signaling, voice notes, the manuals API, turn review and usage, and the OpenAPI document.
 
 pub mod ask;
 pub mod bearer;
+pub mod console;
 pub mod manuals;
 pub mod openapi;
 pub mod ops;
@@ -30,6 +31,8 @@ pub type Api<T> = Result<T, AppError>;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(talk::routes())
+        .merge(console::routes())
+        .route("/v1/ops/live", get(console::live))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

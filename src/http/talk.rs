@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 /// One embedded file as a response; `no-cache` so a new server version is picked up.
-fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse + Clone {
+pub(super) fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse + Clone {
     ([(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")], body)
 }
 

@@ -129,6 +129,7 @@ impl TurnContext {
 /// Runs one turn to its `response.done` (or to nothing, if the audio held no words).
 /// `ended_at` is when the user stopped speaking (or the typed question arrived).
 pub async fn run(ctx: TurnContext, question: Question, ended_at: Instant) {
+    let _in_flight = ctx.metrics.turn_in_flight();
     let mut timings = Timings::default();
     let question = match question {
         Question::Text(text) => text,

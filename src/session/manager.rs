@@ -115,6 +115,15 @@ impl SessionManager {
         self.inner.count.load(Ordering::Acquire)
     }
 
+    /// Open sessions by (tenant, transport).
+    pub fn census(&self) -> std::collections::BTreeMap<(String, &'static str), usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for entry in self.inner.sessions.iter() {
+            *out.entry((entry.tenant.clone(), entry.transport)).or_default() += 1;
+        }
+        out
+    }
+
     pub fn get(&self, id: &Uuid) -> Option<SessionEntry> {
         self.inner.sessions.get(id).map(|e| e.clone())
     }
