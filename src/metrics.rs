@@ -243,7 +243,8 @@ impl Metrics {
                 "connections_reaped_total",
                 "Connections the server closed itself, by reason: handshake_timeout, keep_alive_timeout, \
                  header_read_timeout, per_ip_cap, connection_attempts, shutdown, rtc_never_connected \
-                 (a WebRTC peer answered but never connected), rtc_failed (its ICE or DTLS failed)",
+                 (a WebRTC peer answered but never connected: no ICE path, DTLS failed, or the connect \
+                 timeout), rtc_failed (a connected peer lost: no ICE consent)",
             ),
             &["reason"],
         )

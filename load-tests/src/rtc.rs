@@ -116,7 +116,11 @@ async fn ask(peer: &mut RtcClient, speech: &Speech, received: &mut u64, packets:
             }
             packet = peer.next_audio(Duration::from_millis(20)) => {
                 if let Some(p) = packet {
-                    first_audio.get_or_insert(p.at);
+                    // Only this question's answer: a packet before the question ended is
+                    // the last answer's tail.
+                    if speech_end.is_some_and(|end| p.at > end) {
+                        first_audio.get_or_insert(p.at);
+                    }
                     *received += p.payload.len() as u64;
                     *packets += 1;
                 }

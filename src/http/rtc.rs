@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::bearer::authenticate;
@@ -34,13 +35,10 @@ pub async fn offer(
     connection: Option<Extension<Arc<Connection>>>,
     body: Bytes,
 ) -> Response {
-    let Some(engine) = app.rtc.as_ref() else {
+    if app.rtc.is_none() {
         return AppError::NotFound("WebRTC endpoint: rtc.enabled is off on this server").into_response();
-    };
-    let Admitted { claims, guard, resumed } = match admit(&app, &headers, &query, connection, webrtc::TRANSPORT).await {
-        Ok(a) => a,
-        Err(refused) => return refused,
-    };
+    }
+    // A malformed request is refused before it is charged a session or takes a slot.
     let is_sdp = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -50,27 +48,47 @@ pub async fn offer(
         Ok(sdp) if sdp.trim_start().starts_with("v=0") => Ok(sdp),
         _ => Err(RtcError::InvalidOffer("not an SDP session description".into())),
     };
-    let answered = match offer {
-        Ok(sdp) => engine.answer(sdp).await,
-        Err(e) => Err(e),
+    let offer = match offer {
+        Ok(sdp) => sdp,
+        Err(e) => return refuse(&app, e.into()),
     };
-    let (peer, answer) = match answered {
+    let Admitted { claims, guard, resumed } = match admit(&app, &headers, &query, connection, webrtc::TRANSPORT).await {
         Ok(a) => a,
-        Err(e) => {
-            if let Some(state) = resumed {
-                app.resumer.park(state).await;
-            }
-            let e = AppError::from(e);
-            app.metrics.error(e.code());
-            tracing::info!(reason = e.code().as_str(), error = %e, "WebRTC offer refused");
-            return e.into_response();
-        }
+        Err(refused) => return refused,
     };
-    let location = format!("/v1/rtc/{}", guard.id);
-    tracing::info!(session_id = %guard.id, "WebRTC offer answered");
-    // Registered before the answer leaves: the client may hang up at once.
-    let hangup = app.rtc_hangups.register(guard.id, &claims);
-    tokio::spawn(webrtc::run(peer, app.clone(), claims, guard, resumed, hangup));
+    // The peer is answered and run in a task of its own: if this request is dropped
+    // mid-answer (the client gave up), the task still closes the peer and parks what it
+    // took back, instead of leaking sockets and ICE tasks.
+    let (answered_tx, answered) = oneshot::channel();
+    let task_app = app.clone();
+    tokio::spawn(async move {
+        let app = task_app;
+        let Some(engine) = app.rtc.as_ref() else { return };
+        let (peer, answer) = match engine.answer(offer).await {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(state) = resumed {
+                    app.resumer.park(state).await;
+                }
+                let _ = answered_tx.send(Err(e));
+                return;
+            }
+        };
+        // Registered before the answer leaves: the client may hang up at once.
+        let hangup = app.rtc_hangups.register(guard.id, &claims);
+        let location = format!("/v1/rtc/{}", guard.id);
+        if answered_tx.send(Ok((answer, location))).is_err() {
+            tracing::info!("the offer's request was gone before its answer");
+            app.rtc_hangups.hang_up(guard.id, &claims);
+        }
+        webrtc::run(peer, app.clone(), claims, guard, resumed, hangup).await;
+    });
+    let (answer, location) = match answered.await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return refuse(&app, e.into()),
+        Err(_) => return AppError::Rtc(RtcError::Engine("the answer task ended".into())).into_response(),
+    };
+    tracing::info!(%location, "WebRTC offer answered");
     let mut response = (StatusCode::CREATED, answer).into_response();
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(SDP));
@@ -78,6 +96,12 @@ pub async fn offer(
         h.insert(LOCATION, v);
     }
     response
+}
+
+fn refuse(app: &App, e: AppError) -> Response {
+    app.metrics.error(e.code());
+    tracing::info!(reason = e.code().as_str(), error = %e, "WebRTC offer refused");
+    e.into_response()
 }
 
 /// `DELETE /v1/rtc/{id}`: hangs up the caller's own peer.

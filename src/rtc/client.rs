@@ -54,6 +54,8 @@ pub struct RtcClient {
     pub connection: Arc<RTCPeerConnection>,
     /// Where the session lives: `DELETE` it to hang up.
     pub location: String,
+    base_url: String,
+    token: String,
     channel: Arc<RTCDataChannel>,
     events: mpsc::UnboundedReceiver<String>,
     /// Answer audio packets, in arrival order.
@@ -179,6 +181,8 @@ impl RtcClient {
         Ok(Self {
             connection,
             location,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
             channel,
             events,
             audio,
@@ -276,7 +280,12 @@ impl RtcClient {
         got
     }
 
+    /// Hangs up: `DELETE` on the session's Location, then the peer closes.
     pub async fn close(&self) {
+        if !self.location.is_empty() {
+            let url = format!("{}{}", self.base_url, self.location);
+            let _ = reqwest::Client::new().delete(url).bearer_auth(&self.token).send().await;
+        }
         let _ = self.connection.close().await;
     }
 }

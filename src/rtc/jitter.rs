@@ -28,6 +28,10 @@ pub struct Tally {
     pub late: u64,
 }
 
+/// Packets that confirm a stream moved on past a long gap (a pause, a restarted sender).
+const RESYNC: usize = 3;
+/// A lone packet far ahead waits this many `delay`s for company, then is dropped as a stray.
+const STRAY_WAITS: u32 = 4;
 /// Packets held at most: far more than any real gap wait (a second of 20 ms packets).
 const MAX_HELD: usize = 50;
 
@@ -84,8 +88,18 @@ impl JitterBuffer {
             return None;
         }
         if first - next > self.max_conceal {
-            // Not loss to hide but a pause in the stream: carry on from what came.
-            self.next = Some(first);
+            // Not loss to hide but a pause in the stream: carry on from what came, once a
+            // few packets show the stream really is there now. A lone stray (a packet from
+            // another stream, a corrupt sequence number) must not move it.
+            if self.held.len() >= RESYNC {
+                self.next = Some(first);
+                return self.pop(now);
+            }
+            if now < arrived + self.delay * STRAY_WAITS {
+                return None;
+            }
+            self.held.remove(&first);
+            self.tally.late += 1;
             return self.pop(now);
         }
         self.next = Some(next + 1);
@@ -103,7 +117,9 @@ impl JitterBuffer {
 
     /// When [`pop`](Self::pop) gives up waiting for the gap now open, if one is.
     pub fn deadline(&self) -> Option<Instant> {
-        self.held.values().next().map(|(arrived, _)| *arrived + self.delay)
+        let (&first, &(arrived, _)) = self.held.iter().next()?;
+        let far = self.next.is_some_and(|next| first - next > self.max_conceal) && self.held.len() < RESYNC;
+        Some(arrived + if far { self.delay * STRAY_WAITS } else { self.delay })
     }
 }
 
@@ -169,10 +185,27 @@ mod tests {
         let t = Instant::now();
         let mut jb = JitterBuffer::new(Duration::from_millis(60), 5);
         jb.push(1, p(1), t);
-        jb.push(100, p(100), t);
+        for n in 100..103 {
+            jb.push(n, p(n as u8), t);
+        }
         let later = t + Duration::from_millis(60);
-        assert_eq!(drain(&mut jb, later), vec![Play::Packet(p(1)), Play::Packet(p(100))]);
+        let played = vec![Play::Packet(p(1)), Play::Packet(p(100)), Play::Packet(p(101)), Play::Packet(p(102))];
+        assert_eq!(drain(&mut jb, later), played);
         assert_eq!(jb.tally().concealed, 0);
+    }
+
+    #[test]
+    fn a_lone_stray_far_ahead_does_not_move_the_stream() {
+        let t = Instant::now();
+        let mut jb = JitterBuffer::new(Duration::from_millis(60), 5);
+        jb.push(1, p(1), t);
+        jb.push(30_000, p(9), t);
+        assert_eq!(drain(&mut jb, t + Duration::from_millis(60)), vec![Play::Packet(p(1))], "it waits for company");
+        assert_eq!(jb.deadline(), Some(t + Duration::from_millis(240)));
+        assert_eq!(drain(&mut jb, t + Duration::from_millis(240)), vec![], "then it is dropped");
+        assert_eq!(jb.tally().late, 1);
+        jb.push(2, p(2), t + Duration::from_millis(250));
+        assert_eq!(drain(&mut jb, t + Duration::from_millis(250)), vec![Play::Packet(p(2))], "the stream goes on");
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct Peer {
     pub events_in: mpsc::Receiver<String>,
     /// The data channel, once the client's has opened.
     pub channel: watch::Receiver<Option<Arc<RTCDataChannel>>>,
+    /// True once the client closed the data channel (a browser tab closing, a hang-up).
+    pub closed: watch::Receiver<bool>,
     pub state: watch::Receiver<RTCPeerConnectionState>,
     /// Inbound packets dropped because the session fell a second behind.
     pub overflow: Arc<std::sync::atomic::AtomicU64>,
@@ -260,8 +262,10 @@ async fn wire(connection: Arc<RTCPeerConnection>) -> Result<Peer, webrtc::Error>
     let (events_tx, events_in) = mpsc::channel(EVENT_QUEUE);
     let (channel_tx, channel) = watch::channel(None);
     let channel_tx = Arc::new(channel_tx);
+    let (closed_tx, closed) = watch::channel(false);
+    let closed_tx = Arc::new(closed_tx);
     connection.on_data_channel(Box::new(move |dc: Arc<RTCDataChannel>| {
-        let (events_tx, channel_tx) = (events_tx.clone(), channel_tx.clone());
+        let (events_tx, channel_tx, closed_tx) = (events_tx.clone(), channel_tx.clone(), closed_tx.clone());
         Box::pin(async move {
             // The first channel carries the protocol; any other is ignored.
             if channel_tx.borrow().is_some() {
@@ -274,6 +278,10 @@ async fn wire(connection: Arc<RTCPeerConnection>) -> Result<Peer, webrtc::Error>
                         if msg.is_string { String::from_utf8_lossy(&msg.data).into_owned() } else { String::new() };
                     let _ = events_tx.send(text).await;
                 })
+            }));
+            dc.on_close(Box::new(move || {
+                closed_tx.send_replace(true);
+                Box::pin(async {})
             }));
             let open = dc.clone();
             let on_open = channel_tx.clone();
@@ -289,5 +297,5 @@ async fn wire(connection: Arc<RTCPeerConnection>) -> Result<Peer, webrtc::Error>
         state_tx.send_replace(s);
         Box::pin(async {})
     }));
-    Ok(Peer { connection, audio_out, audio_in, events_in, channel, state, overflow })
+    Ok(Peer { connection, audio_out, audio_in, events_in, channel, closed, state, overflow })
 }

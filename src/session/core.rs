@@ -123,6 +123,15 @@ pub struct Wiring {
     pub fixed_audio: Option<FixedAudio>,
 }
 
+/// What closing does to an answer that finished being made but may still be playing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Stop it (the client left, or the session was torn down).
+    StopAll,
+    /// Let its queued audio play out (a drain waited for it to finish).
+    LetAnswerPlay,
+}
+
 /// Formats and rates a transport settles for both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedAudio {
@@ -261,10 +270,22 @@ impl Session {
     }
 
     /// Ends the session: stops its work, and returns what a resume would restore.
-    pub async fn close(mut self) -> ResumeState {
+    pub async fn close(self) -> ResumeState {
+        self.close_with(Closing::StopAll).await
+    }
+
+    /// [`close`](Self::close), with a policy for an answer that finished but still plays.
+    pub async fn close_with(mut self, closing: Closing) -> ResumeState {
         let unfinished =
             self.turn.as_ref().filter(|t| !t.finished && t.record.created()).map(|t| t.response_id.clone());
-        self.cancel_turn().await;
+        let let_play = closing == Closing::LetAnswerPlay && self.turn.as_ref().is_some_and(|t| t.finished);
+        match self.turn.take() {
+            Some(turn) if let_play => self.archive(turn),
+            turn => {
+                self.turn = turn;
+                self.cancel_turn().await;
+            }
+        }
         self.drop_speculation();
         self.candidate = None;
         if let Some((_, Question::Transcribing(task))) = self.awaiting_response.take() {

@@ -23,7 +23,7 @@ use webrtc::rtp::packet::Packet;
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 
-use super::core::{FixedAudio, Session, Wiring};
+use super::core::{Closing, FixedAudio, Session, Wiring};
 use super::dialect::{Dialect, Outbox};
 use super::protocol::AudioFormat;
 use super::resume::ResumeState;
@@ -46,6 +46,8 @@ const EVENTS_BEFORE_OPEN: usize = 256;
 /// Every packet we send and expect: 20 ms.
 const PACKET: Duration = Duration::from_millis(20);
 const PACKET_TICKS: u32 = CLOCK_RATE / 50;
+/// How long a closing session's last events get to leave.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
 /// Lost packets concealed in a row at most; a longer gap is a pause, skipped.
 const MAX_CONCEAL: u64 = 5;
 
@@ -95,40 +97,71 @@ pub async fn run(
     );
     let tenant = claims.tenant.clone();
     let id = guard.id;
-    let connection = peer.connection.clone();
-    fair::on_behalf_of(&tenant, serve(peer, app.clone(), claims, guard, resumed, hangup).instrument(span)).await;
-    app.rtc_hangups.peers.remove(&id);
-    let _ = connection.close().await;
+    // Whatever way the session ends (a panic included), its peer is closed and its
+    // hang-up entry removed; a resumed session under the same id keeps its own entry.
+    let _cleanup = Cleanup { app: app.clone(), id, hangup: hangup.clone(), connection: peer.connection.clone() };
+    fair::on_behalf_of(&tenant, serve(peer, app, claims, guard, resumed, hangup).instrument(span)).await;
 }
 
-/// Why a peer was let go without a session.
-enum Reaped {
+struct Cleanup {
+    app: Arc<App>,
+    id: Uuid,
+    hangup: Arc<Notify>,
+    connection: Arc<webrtc::peer_connection::RTCPeerConnection>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.app.rtc_hangups.peers.remove_if(&self.id, |_, entry| Arc::ptr_eq(&entry.2, &self.hangup));
+        let connection = self.connection.clone();
+        tokio::spawn(async move {
+            let _ = connection.close().await;
+        });
+    }
+}
+
+/// Why a session ended (or never began).
+enum Ended {
     NeverConnected,
     Failed,
     HungUp,
+    /// The server began draining before the peer connected.
+    Draining,
+    /// No event and no turn for `server.idle_timeout_ms`.
+    Idle,
 }
 
 /// Waits until the peer connects, or gives up on it.
 async fn connected(
     state: &mut watch::Receiver<RTCPeerConnectionState>,
     hangup: &Notify,
+    drain: &mut watch::Receiver<bool>,
     timeout: Duration,
-) -> Result<(), Reaped> {
+) -> Result<(), Ended> {
     let wait = async {
         loop {
             match *state.borrow_and_update() {
                 RTCPeerConnectionState::Connected => return Ok(()),
-                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return Err(Reaped::Failed),
+                // ICE found no path, or DTLS failed: it never connected either way.
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return Err(Ended::NeverConnected),
                 _ => {}
             }
             if state.changed().await.is_err() {
-                return Err(Reaped::Failed);
+                return Err(Ended::Failed);
+            }
+        }
+    };
+    let draining = async {
+        while !*drain.borrow_and_update() {
+            if drain.changed().await.is_err() {
+                std::future::pending::<()>().await;
             }
         }
     };
     tokio::select! {
-        r = tokio::time::timeout(timeout, wait) => r.unwrap_or(Err(Reaped::NeverConnected)),
-        () = hangup.notified() => Err(Reaped::HungUp),
+        r = tokio::time::timeout(timeout, wait) => r.unwrap_or(Err(Ended::NeverConnected)),
+        () = hangup.notified() => Err(Ended::HungUp),
+        () = draining => Err(Ended::Draining),
     }
 }
 
@@ -142,18 +175,25 @@ async fn serve(
 ) {
     let config = app.config.rtc.clone();
     let timeout = Duration::from_millis(config.connect_timeout_ms);
-    if let Err(why) = connected(&mut peer.state, &hangup, timeout).await {
-        let (code, reason) = match why {
-            Reaped::NeverConnected => (ErrorCode::PeerNeverConnected, "rtc_never_connected"),
-            Reaped::Failed => (ErrorCode::PeerConnectionFailed, "rtc_failed"),
-            Reaped::HungUp => {
-                tracing::info!("peer hung up before it connected");
-                return;
-            }
+    let mut drain = app.sessions.drain_signal();
+    if let Err(why) = connected(&mut peer.state, &hangup, &mut drain, timeout).await {
+        let reaped = match why {
+            Ended::NeverConnected => Some((ErrorCode::PeerNeverConnected, "rtc_never_connected")),
+            Ended::Failed => Some((ErrorCode::PeerConnectionFailed, "rtc_failed")),
+            _ => None,
         };
-        app.metrics.connection_reaped(reason);
-        app.metrics.error(code);
-        tracing::info!(code = code.as_str(), timeout_ms = config.connect_timeout_ms, "peer reaped before connecting");
+        match reaped {
+            Some((code, reason)) => {
+                app.metrics.connection_reaped(reason);
+                app.metrics.error(code);
+                tracing::info!(
+                    code = code.as_str(),
+                    timeout_ms = config.connect_timeout_ms,
+                    "peer reaped before connecting"
+                );
+            }
+            None => tracing::info!("peer let go before it connected (hung up, or the server is draining)"),
+        }
         if let Some(state) = resumed {
             app.resumer.park(state).await; // still the user's to resume
         }
@@ -174,14 +214,24 @@ async fn serve(
     let mut s = Session::open(app.clone(), claims, guard.id, pipeline, wiring, resumed).await;
 
     let mut inbound = Inbound::new(Duration::from_millis(config.jitter_ms));
-    let mut drain = app.sessions.drain_signal();
-    let mut draining = false;
+    // A drain that began while the peer was connecting is told at once.
+    let mut draining = *drain.borrow();
+    let idle = Duration::from_millis(app.config.server.idle_timeout_ms);
+    let mut idle_at = tokio::time::Instant::now() + idle;
     let mut state = peer.state.clone();
+    let mut closed = peer.closed.clone();
+    let mut told = false;
     let ended = loop {
+        if draining && !told {
+            told = true;
+            if s.go_away().await {
+                break None;
+            }
+        }
         let gap = inbound.jitter.deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
             packet = peer.audio_in.recv() => {
-                let Some((seq, payload)) = packet else { break Some(Reaped::Failed) };
+                let Some((seq, payload)) = packet else { break Some(Ended::Failed) };
                 inbound.jitter.push(seq, payload, Instant::now());
                 Box::pin(inbound.play(&mut s)).await;
             }
@@ -189,24 +239,32 @@ async fn serve(
                 Box::pin(inbound.play(&mut s)).await;
             }
             text = peer.events_in.recv() => match text {
-                Some(text) => Box::pin(s.on_text(&text)).await,
-                None => break Some(Reaped::Failed),
+                Some(text) => {
+                    idle_at = tokio::time::Instant::now() + idle;
+                    Box::pin(s.on_text(&text)).await;
+                }
+                None => break Some(Ended::Failed),
             },
             changed = state.changed() => {
                 let now = *state.borrow_and_update();
                 match now {
-                    _ if changed.is_err() => break Some(Reaped::Failed),
-                    RTCPeerConnectionState::Failed => break Some(Reaped::Failed),
+                    _ if changed.is_err() => break Some(Ended::Failed),
+                    RTCPeerConnectionState::Failed => break Some(Ended::Failed),
                     RTCPeerConnectionState::Closed => break None,
                     other => tracing::debug!(state = %other, "peer state"),
                 }
             }
-            () = hangup.notified() => break Some(Reaped::HungUp),
+            // The client closed its data channel: it is leaving (a tab closed, a hang-up).
+            () = async { drop(closed.wait_for(|c| *c).await) } => break Some(Ended::HungUp),
+            () = hangup.notified() => break Some(Ended::HungUp),
+            () = tokio::time::sleep_until(idle_at) => break Some(Ended::Idle),
             _ = &mut writer, if !writer_done => {
                 writer_done = true;
                 break None;
             }
             Some(signal) = signals_rx.recv() => {
+                // Turns are activity too: a hands-free technician sends no events.
+                idle_at = tokio::time::Instant::now() + idle;
                 Box::pin(s.on_signal(signal)).await;
                 if draining && !s.is_answering() {
                     break None;
@@ -217,27 +275,28 @@ async fn serve(
                     continue;
                 }
                 draining = true;
-                if s.go_away().await {
-                    break None;
-                }
             }
         }
     };
-    if matches!(ended, Some(Reaped::Failed)) {
+    if matches!(ended, Some(Ended::Failed)) {
         app.metrics.connection_reaped("rtc_failed");
         app.metrics.error(ErrorCode::PeerConnectionFailed);
     }
     inbound.count(&app, peer.overflow.load(Ordering::Relaxed));
-    let state = s.close().await;
+    // On a drain the answer it waited for plays out; otherwise the peer is gone or going.
+    let closing = if draining { Closing::LetAnswerPlay } else { Closing::StopAll };
+    let state = s.close_with(closing).await;
     drop(out);
     if !writer_done {
-        // Events already queued (a going-away) still leave; audio of an ended session not.
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
-        writer.abort();
+        let grace = if draining { Duration::from_millis(app.config.server.shutdown_grace_ms) } else { WRITER_GRACE };
+        if tokio::time::timeout(grace, &mut writer).await.is_err() {
+            writer.abort();
+        }
     }
     let reason = match ended {
-        Some(Reaped::Failed) => "peer connection failed",
-        Some(Reaped::HungUp) => "hung up",
+        Some(Ended::Failed) => "peer connection failed",
+        Some(Ended::HungUp) => "hung up",
+        Some(Ended::Idle) => "idle timeout",
         _ if draining => "server is shutting down",
         _ => "peer closed",
     };
@@ -379,11 +438,16 @@ async fn write_loop(
     let mut waiting: VecDeque<String> = VecDeque::new();
     let mut audio: VecDeque<(u64, Bytes)> = VecDeque::new();
     let mut pacer = Pacer::new();
+    let mut ending = false;
     loop {
+        if ending && audio.is_empty() {
+            return;
+        }
         let due = tokio::time::Instant::from_std(pacer.due());
         tokio::select! {
-            item = rx.recv(), if audio.len() < AUDIO_AHEAD => match item {
-                None | Some(Outbound::Close { .. }) => break,
+            item = rx.recv(), if audio.len() < AUDIO_AHEAD && !ending => match item {
+                // What is queued still plays (a drain lets the last answer finish).
+                None | Some(Outbound::Close { .. }) => ending = true,
                 Some(Outbound::Event(json) | Outbound::AudioEvent { json, .. }) => match &open {
                     Some(dc) => {
                         if dc.send_text(json).await.is_err() {

@@ -45,7 +45,7 @@ async function main() {
       '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream',
       '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
       // Host candidates as addresses, not mDNS names this machine cannot resolve.
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
+      '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',
       ...(args.wav ? ['--use-file-for-fake-audio-capture=' + args.wav] : []),
     ],
   });

@@ -29,6 +29,7 @@
   let next = 0, idleTimer = null;  // next: context time where the next answer frame starts
   // WebRTC: the peer, its events channel, the microphone track, where to DELETE it.
   let rtc = null, channel = null, micTrack = null, rtcLocation = null, statsTimer = null;
+  let rtcAttempt = 0, connecting = false; // a newer attempt (or a disconnect) supersedes an older one
   let lastPacketAt = 0, idleWhenQuiet = false;
 
   function showStatus(text, kind) { $('status').textContent = text; $('status').dataset.kind = kind || ''; }
@@ -38,7 +39,7 @@
     if (channel && channel.readyState === 'open') channel.send(JSON.stringify(obj));
     else if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
   }
-  const connected = () => ws !== null || rtc !== null;
+  const connected = () => ws !== null || rtc !== null || connecting;
   const usingRtc = () => fv.transport === 'webrtc';
 
   // One context for mic and speaker; browsers only let it run after a user gesture.
@@ -82,6 +83,8 @@
   // WebRTC: the microphone and answer audio ride the peer connection (the browser's own
   // jitter buffer, echo cancellation and loss concealment), events the data channel.
   async function connectRtc(token, base) {
+    const attempt = ++rtcAttempt;
+    connecting = true;
     setState('connecting', 'Connecting…');
     updateControls();
     let stream;
@@ -90,10 +93,14 @@
         audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
       });
     } catch (e) {
+      if (attempt !== rtcAttempt) return;
       closed();
       showStatus(`WebRTC needs the microphone: ${e.message || e.name}`, 'error');
       return;
     }
+    if (attempt !== rtcAttempt) { stream.getTracks().forEach((t) => t.stop()); return; }
+    connecting = false;
+    fv.audioFramesReceived = fv.audioBytesReceived = fv.audioMsReceived = 0;
     const pc = rtc = new RTCPeerConnection();
     micTrack = stream.getAudioTracks()[0];
     micTrack.enabled = false; // silence until the button is held or hands-free is on
@@ -120,7 +127,9 @@
         const body = await res.json().catch(() => ({}));
         throw new Error(`${body.message || 'HTTP ' + res.status}${body.error ? ' (' + body.error + ')' : ''}`);
       }
-      rtcLocation = new URL(res.headers.get('Location'), base).href;
+      const where = new URL(res.headers.get('Location'), base).href;
+      if (pc !== rtc) { hangUp(where, token); return; } // disconnected meanwhile
+      rtcLocation = where;
       await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
       statsTimer = setInterval(countReceived, STATS_MS);
     } catch (e) {
@@ -162,10 +171,13 @@
   // The microphone is heard while the button is held (and its tail), or hands-free.
   function updateMic() { if (micTrack) micTrack.enabled = ready && (ptt || tailTimer !== null || $('handsfree').checked); }
 
+  function hangUp(where, token) {
+    fetch(where, { method: 'DELETE', keepalive: true, headers: { Authorization: 'Bearer ' + token } }).catch(() => {});
+  }
+
   function disconnect() {
-    if (rtc) {
-      if (rtcLocation) fetch(rtcLocation, { method: 'DELETE', keepalive: true,
-        headers: { Authorization: 'Bearer ' + $('token').value.trim() } }).catch(() => {});
+    if (rtc || connecting) {
+      if (rtcLocation) hangUp(rtcLocation, $('token').value.trim());
       closed();
       showStatus('Disconnected');
       return;
@@ -175,6 +187,8 @@
 
   function closed() {
     ws = null;
+    rtcAttempt++;
+    connecting = idleWhenQuiet = false;
     if (rtc) { const pc = rtc; rtc = null; pc.close(); }
     if (micTrack) { micTrack.stop(); micTrack = null; }
     channel = rtcLocation = null;
@@ -218,6 +232,7 @@
         fv.session = ev.session;
         if (ready) break;
         ready = true;
+        updateMic(); // hands-free may still be on from before
         setState('connected', readyText());
         updateControls();
         $('connection').open = false; // the token box is noise once connected
@@ -260,6 +275,7 @@
     interrupt();
     clearTimeout(idleTimer); // the previous answer's "heard to the end" timer
     currentId = id;
+    idleWhenQuiet = false;
     fv.answer = $('answer').textContent = '';
     showCitations([]);
     showTimings({});
@@ -395,6 +411,8 @@
     if (!ready || ptt) return;
     audioCtx();
     interrupt();
+    // Over WebRTC the answer plays in the browser's own player: pressing to talk stops it.
+    if (usingRtc() && fv.state === 'answering') send({ type: 'response.cancel' });
     clearTimeout(tailTimer);
     tailTimer = null;
     ptt = true;
