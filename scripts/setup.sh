@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # openssl: signing keys for the identity-provider test; redis-server: the shared cache and
 # session store of the backends tests (tests/backends.rs); libopus-dev + pkg-config: Opus
 # (linked by the `opus` crate); ffmpeg: the voice-note tests' recordings in every container.
-packages=(curl espeak-ng flite chromium openssl redis-server libopus-dev pkg-config ffmpeg)
+packages=(curl espeak-ng flite chromium openssl redis-server libopus-dev pkg-config ffmpeg nginx)
 # `--llama-cpp`: also what compiling llama.cpp needs, for builds with `--features llama-cpp`
 # (the local LLM's llama.cpp engine and its benchmark, fieldvox-llm-bench).
 [ "${1:-}" = "--llama-cpp" ] && packages+=(cmake libclang-dev)

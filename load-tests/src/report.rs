@@ -98,6 +98,11 @@ pub struct Report {
     /// `mic` only: what the microphones sent and what the server made of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mic: Option<MicSummary>,
+    /// Sessions told `session.going_away` that connected again, and of those, the ones
+    /// whose next question was answered; turns that failed while their server went away.
+    pub moved: usize,
+    pub moved_answered: usize,
+    pub failed_while_going_away: usize,
     /// WebRTC: the Opus payload each way, kbit/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaRates>,
@@ -284,6 +289,9 @@ impl Report {
         let mic = (args.scenario == Scenario::Mic).then(|| MicSummary::of(args, &outcomes));
         let media = MediaRates::of(&outcomes);
         Self {
+            moved: outcomes.iter().map(|o| o.moved).sum(),
+            moved_answered: outcomes.iter().map(|o| o.moved_answered).sum(),
+            failed_while_going_away: outcomes.iter().map(|o| o.failed_while_going_away).sum(),
             scenario: args.scenario,
             transport: args.transport,
             media,
@@ -352,6 +360,16 @@ impl Report {
         );
         if let Some(flood) = &self.flood {
             out.push_str(&flood.line());
+        }
+        if self.moved > 0 || self.failed_while_going_away > 0 {
+            out.push_str(&format!(
+                "going away: {} sessions moved to another instance, {} answered there; {} turns failed while \
+                 their server went away, {} otherwise\n",
+                self.moved,
+                self.moved_answered,
+                self.failed_while_going_away,
+                self.turns_failed - self.failed_while_going_away
+            ));
         }
         let banner = self.mic.as_ref().and_then(MicSummary::banner);
         if let Some(banner) = &banner {

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -74,6 +74,13 @@ pub struct SessionOutcome {
     pub mic: Option<crate::mic::MicOutcome>,
     /// WebRTC: the audio payload bytes each way, over the session's seconds.
     pub media: Option<MediaBytes>,
+    /// Times its server said `session.going_away` (a drained instance) and the session
+    /// connected again (through the load balancer, to another instance).
+    pub moved: usize,
+    /// Of those, the moves whose next question was answered on the new connection.
+    pub moved_answered: usize,
+    /// Turns that failed on a connection whose server was going away.
+    pub failed_while_going_away: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -203,17 +210,40 @@ async fn idle(ws: &mut Ws, plan: &Plan) -> Result<(), String> {
 async fn talk(ws: &mut Ws, plan: &Plan, outcome: &mut SessionOutcome) -> Result<(), String> {
     let mut next = Instant::now() + plan.first_question_offset;
     let question_secs = plan.speech.samples.len() as f64 / plan.speech.rate as f64;
+    let (mut going_away, mut moved) = (false, false);
     loop {
         // Only start a question that can finish before the hold ends.
         if next + Duration::from_secs_f64(question_secs + 3.0) > plan.hold_until {
             return Ok(());
         }
         tokio::time::sleep_until(next.into()).await;
-        match ask(ws, &plan.speech).await {
-            Ok(t) => outcome.turns.push(t),
+        // Told between questions? (A draining server says so, then closes an idle session.)
+        while let Some(Some(msg)) = ws.next().now_or_never() {
+            match msg {
+                Ok(Message::Text(t)) if t.contains("\"session.going_away\"") => going_away = true,
+                Ok(Message::Close(_)) | Err(_) => going_away = true,
+                _ => {}
+            }
+        }
+        if going_away {
+            // Its instance is draining: connect again, and the balancer sends us elsewhere.
+            let _ = ws.close(None).await;
+            *ws = connect(plan).await.map_err(|e| format!("connection: after going_away: {e}"))?;
+            outcome.moved += 1;
+            (going_away, moved) = (false, true);
+        }
+        match ask_noting(ws, &plan.speech, &mut going_away).await {
+            Ok(t) => {
+                outcome.turns.push(t);
+                if std::mem::take(&mut moved) {
+                    outcome.moved_answered += 1;
+                }
+            }
             Err(e) => {
                 outcome.failed_turns.push(e.clone());
-                if e.starts_with("connection") {
+                if going_away {
+                    outcome.failed_while_going_away += 1;
+                } else if e.starts_with("connection") {
                     return Err(e);
                 }
             }
@@ -260,6 +290,11 @@ pub async fn ask_and_leave(mut ws: Ws, speech: &Speech) -> Result<Instant, Strin
 /// Streams the question in real time, then silence until the server ends the utterance;
 /// waits for `response.done`.
 pub async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
+    ask_noting(ws, speech, &mut false).await
+}
+
+/// [`ask`], noting in `going_away` a `session.going_away` on the way.
+async fn ask_noting(ws: &mut Ws, speech: &Speech, going_away: &mut bool) -> Result<Turn, String> {
     let frame = (speech.rate as u64 * FRAME_MS / 1000) as usize;
     let mut pcm = Vec::new();
     fieldvox::audio::pcm::encode_pcm16(&speech.samples, &mut pcm);
@@ -304,6 +339,7 @@ pub async fn ask(ws: &mut Ws, speech: &Speech) -> Result<Turn, String> {
                         let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
                         match v["type"].as_str().unwrap_or_default() {
                             "input_audio_buffer.speech_stopped" => stopped = true,
+                            "session.going_away" => *going_away = true,
                             "error" => return Err(format!("error event: {}", v["error"]["code"])),
                             "response.done" => {
                                 if v["status"] != "completed" {
