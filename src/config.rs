@@ -29,6 +29,8 @@ pub struct Config {
     pub ask: crate::http::ask::AskConfig,
     /// WebRTC sessions: ICE servers, the UDP range, the public address, timeouts.
     pub rtc: crate::rtc::RtcConfig,
+    /// The console's sign-in through the company's identity provider.
+    pub console: crate::http::console::ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

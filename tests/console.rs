@@ -100,3 +100,64 @@ async fn the_live_view_is_for_ops_and_admins_and_an_admin_sees_only_their_tenant
     assert_eq!(first_live(&h.token(TENANT_A)).await.err(), Some(403), "technicians may not");
     assert_eq!(first_live("not-a-token").await.err(), Some(401));
 }
+
+#[tokio::test]
+async fn the_console_signs_in_through_the_company_s_openid_provider() {
+    // A real OpenID provider (oidc-provider from npm) on a free port; fieldvox trusts its
+    // keys (auth.jwks) and offers it on the console (console.oidc_issuer).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let mut config = test_config(&temp_dir("console-oidc"));
+    config.auth.jwks = Some(fieldvox::config::JwksConfig {
+        url: format!("{issuer}/jwks"),
+        issuer: issuer.clone(),
+        audience: "fieldvox-console".into(),
+        tenant_claim: "tenant".into(),
+        role_claim: "role".into(),
+    });
+    config.console.oidc_issuer = Some(issuer.clone());
+    let server = own_server(config).await;
+    let base = format!("http://{}", server.addr);
+    let node_path = client_tools().join("node/node_modules");
+    let provider = std::process::Command::new("node")
+        .env("NODE_PATH", &node_path)
+        .arg(repo().join("tests/clients/oidc_provider.mjs"))
+        .args(["--port", &port.to_string(), "--redirect", &format!("{base}/console"), "--tenant", TENANT_A])
+        .args(["--role", "admin"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("node runs the provider (scripts/setup.sh installs oidc-provider)");
+    let _provider = KillOnDrop(provider);
+    let discovery = format!("{issuer}/.well-known/openid-configuration");
+    let mut up = false;
+    for _ in 0..100 {
+        if reqwest::get(&discovery).await.is_ok_and(|r| r.status().is_success()) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "the OpenID provider did not come up at {issuer}");
+
+    let shot = temp_dir("console-oidc-shot").join("oidc.png");
+    let mut command = std::process::Command::new("node");
+    command.env("NODE_PATH", &node_path).arg(repo().join("tests/browser/console_oidc.cjs"));
+    command.args(["--base", &base, "--user", "alice"]).arg("--screenshot").arg(&shot);
+    let result = tokio::task::spawn_blocking(move || run_client(command)).await.expect("oidc client");
+    assert_eq!(result["role"], "admin", "{result}");
+    assert_eq!(result["tenant"], TENANT_A, "{result}");
+    assert!(result["who"].as_str().is_some_and(|w| w.starts_with("alice")), "{result}");
+    assert_eq!(result["url"], format!("{base}/console"), "the code is taken out of the address: {result}");
+    eprintln!("console screenshot: {}", shot.display());
+}
+
+/// A child process that must not outlive its test, however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -27,6 +27,49 @@ use crate::metrics::{RecentLatency, Totals};
 /// How often the live view is pushed.
 const TICK: Duration = Duration::from_secs(1);
 
+/// `[console]`: signing in through an OpenID provider (authorization code with PKCE, in
+/// the browser). Its id_tokens are then verified like any bearer token, so `auth.jwks`
+/// must name the same issuer, with `oidc_client_id` as the audience.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The provider's issuer URL; none: sign in by pasting a token only.
+    pub oidc_issuer: Option<String>,
+    /// The console's client id at the provider (a public client: no secret).
+    pub oidc_client_id: String,
+    pub oidc_scope: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { oidc_issuer: None, oidc_client_id: "fieldvox-console".into(), oidc_scope: "openid".into() }
+    }
+}
+
+/// What the page needs to offer the provider's sign-in.
+#[derive(Serialize)]
+struct PageConfig<'a> {
+    oidc: Option<OidcView<'a>>,
+}
+
+#[derive(Serialize)]
+struct OidcView<'a> {
+    issuer: &'a str,
+    client_id: &'a str,
+    scope: &'a str,
+}
+
+/// `GET /console/config`: the sign-in choices (public; no token yet).
+pub async fn page_config(State(app): State<Arc<App>>) -> axum::Json<serde_json::Value> {
+    let c = &app.config.console;
+    let oidc = c.oidc_issuer.as_deref().map(|issuer| OidcView {
+        issuer: issuer.trim_end_matches('/'),
+        client_id: &c.oidc_client_id,
+        scope: &c.oidc_scope,
+    });
+    axum::Json(serde_json::to_value(PageConfig { oidc }).unwrap_or_default())
+}
+
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let html = file("text/html; charset=utf-8", include_str!("console/index.html"));
     let js = file("text/javascript; charset=utf-8", include_str!("console/console.js"));

@@ -33,6 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(talk::routes())
         .merge(console::routes())
         .route("/v1/ops/live", get(console::live))
+        .route("/console/config", get(console::page_config))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -14,7 +14,7 @@
 // Exit 0 when every step passed, 1 otherwise (the JSON then has "error").
 'use strict';
 const path = require('path');
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium.cjs');
 
 const NAMES = {
   '--base': 'base', '--ops-token': 'opsToken', '--admin-token': 'adminToken', '--tech-token': 'techToken',
@@ -43,12 +43,7 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const deadline = Date.now() + args.timeoutMs;
   const left = () => Math.max(1, deadline - Date.now());
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
-  });
+  const browser = await launch();
   const result = { ops: {}, admin: {} };
   let step = 'opening the console';
   try {

@@ -8,7 +8,7 @@
 // Needs playwright-core on NODE_PATH and Chromium at $CHROMIUM (default /usr/bin/chromium).
 // Exit 0 when a completed answer with audio arrived, 1 otherwise (JSON then has "error").
 'use strict';
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium.cjs');
 
 function parseArgs(argv) {
   const args = { timeoutMs: 90000, transport: 'websocket' };
@@ -37,18 +37,12 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const deadline = Date.now() + args.timeoutMs;
   const left = () => Math.max(1, deadline - Date.now());
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-      // Host candidates as addresses, not mDNS names this machine cannot resolve.
-      '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',
-      ...(args.wav ? ['--use-file-for-fake-audio-capture=' + args.wav] : []),
-    ],
-  });
+  const browser = await launch([
+    '--autoplay-policy=no-user-gesture-required',
+    // Host candidates as addresses, not mDNS names this machine cannot resolve.
+    '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',
+    ...(args.wav ? ['--use-file-for-fake-audio-capture=' + args.wav] : []),
+  ]);
   let page;
   let error = null;
   let step = 'opening the page';

@@ -12,7 +12,7 @@
   };
   let token = '';
   let liveAbort = null;
-  const history = { p50: [], p95: [], p99: [], sessions: [] };
+  const trend = { p50: [], p95: [], p99: [], sessions: [] };
 
   function showStatus(text, kind) { $('status').textContent = text || ''; $('status').dataset.kind = kind || ''; }
   const headers = (extra) => Object.assign({ Authorization: 'Bearer ' + token }, extra || {});
@@ -132,10 +132,10 @@
     rows('cache', Object.entries(v.cache).map(([layer, [hits, misses]]) =>
       [layer, hits + misses ? `${Math.round(100 * hits / (hits + misses))} % of ${hits + misses}` : '–']));
     rows('pools', Object.entries(v.pool_queued));
-    for (const q of ['p50', 'p95', 'p99']) push(history[q], v2v.count ? v2v[q] : null);
-    push(history.sessions, v.sessions.total);
-    chart($('chart-v2v'), [history.p50, history.p95, history.p99], ['#16794a', '#c27c0e', '#b42318']);
-    chart($('chart-sessions'), [history.sessions], ['#0b63ce']);
+    for (const q of ['p50', 'p95', 'p99']) push(trend[q], v2v.count ? v2v[q] : null);
+    push(trend.sessions, v.sessions.total);
+    chart($('chart-v2v'), [trend.p50, trend.p95, trend.p99], ['#16794a', '#c27c0e', '#b42318']);
+    chart($('chart-sessions'), [trend.sessions], ['#0b63ce']);
   }
 
   function push(list, value) { list.push(value); if (list.length > HISTORY) list.shift(); }
@@ -278,6 +278,68 @@
     xhr.send(form);
   }
 
+  // ---- sign-in through the company's OpenID provider (authorization code + PKCE) ----
+
+  const OIDC_PENDING = 'fieldvox.console.oidc';
+  const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
+    .replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  const randomText = (n) => b64url(crypto.getRandomValues(new Uint8Array(n)));
+  const redirectUri = () => location.origin + '/console';
+
+  async function oidcMetadata(oidc) {
+    const res = await fetch(`${oidc.issuer}/.well-known/openid-configuration`);
+    if (!res.ok) throw new Error(`the identity provider's discovery answered HTTP ${res.status}`);
+    return res.json();
+  }
+
+  async function oidcStart(oidc) {
+    try {
+      const meta = await oidcMetadata(oidc);
+      const verifier = randomText(32);
+      const challenge = b64url(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier)));
+      const state = randomText(16);
+      sessionStorage.setItem(OIDC_PENDING, JSON.stringify({ verifier, state }));
+      const query = new URLSearchParams({
+        response_type: 'code', client_id: oidc.client_id, redirect_uri: redirectUri(), scope: oidc.scope,
+        state, code_challenge: challenge, code_challenge_method: 'S256',
+      });
+      location.assign(`${meta.authorization_endpoint}?${query}`);
+    } catch (e) { showStatus(`Sign-in: ${e.message}`, 'error'); }
+  }
+
+  // Back from the provider with ?code=&state=: the code becomes an id_token, the token.
+  async function oidcFinish(oidc, params) {
+    const pending = JSON.parse(sessionStorage.getItem(OIDC_PENDING) || 'null');
+    sessionStorage.removeItem(OIDC_PENDING);
+    window.history.replaceState(null, '', '/console');
+    if (params.get('error')) throw new Error(params.get('error_description') || params.get('error'));
+    if (!pending || pending.state !== params.get('state')) throw new Error('the sign-in answer does not match this browser\'s request');
+    const meta = await oidcMetadata(oidc);
+    const res = await fetch(meta.token_endpoint, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'authorization_code', code: params.get('code'), redirect_uri: redirectUri(),
+        client_id: oidc.client_id, code_verifier: pending.verifier,
+      }),
+    });
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok || !body.id_token) throw new Error(body.error_description || body.error || `HTTP ${res.status}`);
+    signIn(body.id_token);
+  }
+
+  async function offerOidc() {
+    const config = await fetch('/console/config').then((r) => r.json()).catch(() => ({}));
+    cv.oidc = Boolean(config.oidc);
+    if (!config.oidc) return false;
+    $('oidc').hidden = false;
+    $('oidc-sign-in').onclick = () => oidcStart(config.oidc);
+    const params = new URLSearchParams(location.search);
+    if (!params.has('code') && !params.has('error')) return false;
+    await oidcFinish(config.oidc, params).catch((e) => showStatus(`Sign-in: ${e.message}`, 'error'));
+    return true;
+  }
+
   // ---- wiring ----
 
   $('login-form').addEventListener('submit', (e) => { e.preventDefault(); signIn($('token').value.trim()); });
@@ -288,6 +350,8 @@
     const file = $('upload-file').files[0];
     if (file) upload(file, $('upload-equipment').value.trim(), $('upload-title').value.trim());
   });
-  const saved = sessionStorage.getItem('fieldvox.console.token');
-  if (saved) signIn(saved);
+  offerOidc().then((handled) => {
+    const saved = sessionStorage.getItem('fieldvox.console.token');
+    if (!handled && saved) signIn(saved);
+  });
 })();
