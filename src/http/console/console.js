@@ -13,6 +13,10 @@
   let token = '';
   let liveAbort = null;
   const trend = { p50: [], p95: [], p99: [], sessions: [] };
+  // The stages charted by their p95, in the order a turn passes them.
+  const STAGES = ['stt', 'retrieval', 'llm_first_token', 'tts_first_audio'];
+  const stageTrend = Object.fromEntries(STAGES.map((s) => [s, []]));
+  const COLOURS = ['#0b63ce', '#16794a', '#c27c0e', '#b42318'];
 
   function showStatus(text, kind) { $('status').textContent = text || ''; $('status').dataset.kind = kind || ''; }
   const headers = (extra) => Object.assign({ Authorization: 'Bearer ' + token }, extra || {});
@@ -134,6 +138,11 @@
     rows('pools', Object.entries(v.pool_queued));
     for (const q of ['p50', 'p95', 'p99']) push(trend[q], v2v.count ? v2v[q] : null);
     push(trend.sessions, v.sessions.total);
+    for (const s of STAGES) {
+      const l = v.latency_ms[s] || {};
+      push(stageTrend[s], l.count ? l.p95 : null);
+    }
+    chart($('chart-stages'), STAGES.map((s) => stageTrend[s]), COLOURS);
     chart($('chart-v2v'), [trend.p50, trend.p95, trend.p99], ['#16794a', '#c27c0e', '#b42318']);
     chart($('chart-sessions'), [trend.sessions], ['#0b63ce']);
   }
