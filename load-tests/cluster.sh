@@ -65,6 +65,9 @@ wait_tcp() { # host port what
 }
 
 log "network: bridge $bridge $host_ip/24, namespaces fv1..fv3 at $(ip_of 1)..$(ip_of 3)"
+# What a run killed before its cleanup left behind.
+for n in 1 2 3; do ip netns del "fv$n" 2>/dev/null || true; done
+ip link del "$bridge" 2>/dev/null || true
 ip link add "$bridge" type bridge
 ip addr add "$host_ip/24" dev "$bridge"
 ip link set "$bridge" up
