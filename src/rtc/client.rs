@@ -266,11 +266,6 @@ impl RtcClient {
         self.events.try_recv().ok().and_then(|t| serde_json::from_str(&t).ok())
     }
 
-    /// Answer packets received so far.
-    pub fn take_audio(&mut self) -> Vec<Received> {
-        std::iter::from_fn(|| self.audio.try_recv().ok()).collect()
-    }
-
     /// Waits until no answer packet has come for `quiet`, collecting them all.
     pub async fn audio_until_quiet(&mut self, quiet: Duration) -> Vec<Received> {
         let mut got = Vec::new();

@@ -137,10 +137,6 @@ impl RtcEngine {
         Ok(Self { api, config: config.clone() })
     }
 
-    pub fn config(&self) -> &RtcConfig {
-        &self.config
-    }
-
     /// Answers `offer` (SDP): the peer, and the answer with every host candidate in it.
     pub async fn answer(&self, offer: String) -> Result<(Peer, String), RtcError> {
         let invalid = |e: webrtc::Error| RtcError::InvalidOffer(e.to_string());

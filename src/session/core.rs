@@ -279,12 +279,13 @@ impl Session {
         let unfinished =
             self.turn.as_ref().filter(|t| !t.finished && t.record.created()).map(|t| t.response_id.clone());
         let let_play = closing == Closing::LetAnswerPlay && self.turn.as_ref().is_some_and(|t| t.finished);
-        match self.turn.take() {
-            Some(turn) if let_play => self.archive(turn),
-            turn => {
-                self.turn = turn;
-                self.cancel_turn().await;
+        if let_play {
+            // Its audio is queued already: kept for the history, not stopped.
+            if let Some(turn) = self.turn.take() {
+                self.archive(turn);
             }
+        } else {
+            self.cancel_turn().await;
         }
         self.drop_speculation();
         self.candidate = None;
@@ -573,9 +574,7 @@ impl Session {
                 .error(ErrorCode::AudioFormatNotSet, "send session.update with the input audio format before audio")
                 .await;
         };
-        if self.voice.is_none() {
-            self.voice = Some(VoiceInput::new(rate, self.endpoint_config()));
-        }
+        self.ensure_voice(rate);
         let pushed = match self.input_format {
             AudioFormat::Pcm16 => match self.voice.as_mut() {
                 Some(voice) => voice.push_pcm16(bytes).map_err(|e| e.to_string()),
@@ -593,13 +592,18 @@ impl Session {
     /// the session's input rate.
     pub async fn on_samples(&mut self, samples: &[f32]) {
         let Some(rate) = self.input_rate else { return };
-        if self.voice.is_none() {
-            self.voice = Some(VoiceInput::new(rate, self.endpoint_config()));
-        }
+        self.ensure_voice(rate);
         if let Some(voice) = self.voice.as_mut() {
             voice.push_samples(samples);
         }
         self.listen().await;
+    }
+
+    /// The voice input is made on the first audio: sessions that never talk carry none.
+    fn ensure_voice(&mut self, rate: u32) {
+        if self.voice.is_none() {
+            self.voice = Some(VoiceInput::new(rate, self.endpoint_config()));
+        }
     }
 
     /// Turn-taking over the audio just heard: windows through the VAD and endpointer.
